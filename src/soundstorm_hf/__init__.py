@@ -1,0 +1,1 @@
+"""SoundStorm for the Hugging Face ecosystem."""
