@@ -1,0 +1,127 @@
+"""Batching token examples for training: crop, mask per example, pad."""
+
+from collections.abc import Sequence
+
+import torch
+
+from .configuration_soundstorm import SoundStormConfig
+from .masking import IGNORE_INDEX, apply_mask, sample_mask
+
+
+def trim_to_common_duration(
+    semantic_ids: torch.Tensor, acoustic_ids: torch.Tensor, config: SoundStormConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cuts `semantic_ids` (frames,) and `acoustic_ids` (levels, frames) to the duration both cover.
+
+    Two tokenizers run over the same audio round its length differently, so their streams may disagree by
+    a frame or two; a larger disagreement means the frame rates in the config are wrong, and is an error.
+    """
+    ratio = config.semantic_upsampling
+    num_frames = acoustic_ids.shape[-1]
+    covered = semantic_ids.shape[-1] * ratio.numerator // ratio.denominator  # acoustic frames the semantics cover
+    tolerance = max(2, ratio.numerator)
+    if abs(covered - num_frames) > tolerance:
+        raise ValueError(
+            f"{semantic_ids.shape[-1]} semantic tokens at {config.semantic_frame_rate} Hz and {num_frames} acoustic "
+            f"frames at {config.acoustic_frame_rate} Hz do not cover the same audio: check the frame rates."
+        )
+    num_frames = min(num_frames, covered)
+    return semantic_ids[: config.num_semantic_frames(num_frames)], acoustic_ids[:, :num_frames]
+
+
+class SoundStormDataCollator:
+    """Turns examples `{"semantic_ids": (frames_sem,), "acoustic_ids": (levels, frames)}` into a training batch.
+
+    Each example gets its own random crop (at most `max_frames`), its own prompt delimiter, level and mask
+    ratio (see `masking.sample_mask`), and its own classifier-free-guidance dropout; then the batch is
+    right-padded: acoustic input with MASK, labels with -100, semantics with the null id, and
+    `attention_mask` 0 on padding and on a dropped prompt.
+
+    Randomness comes from `seed` when given, otherwise from torch's global generator (which
+    `DataLoader` workers and `accelerate`'s checkpointing already seed and restore).
+    """
+
+    def __init__(
+        self,
+        config: SoundStormConfig,
+        max_frames: int | None = None,
+        level_weights: Sequence[float] | None = None,
+        seed: int | None = None,
+        pad_to_multiple_of: int | None = None,
+    ):
+        self.config = config
+        self.max_frames = min(max_frames or config.max_frames, config.max_frames)
+        self.level_weights = None if level_weights is None else torch.as_tensor(level_weights, dtype=torch.float)
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if len(examples) == 0:
+            raise ValueError("Cannot collate an empty list of examples.")
+        rows = [self._prepare(example) for example in examples]
+        return self._pad(rows)
+
+    def _prepare(self, example: dict) -> dict[str, torch.Tensor]:
+        config = self.config
+        for key in ("semantic_ids", "acoustic_ids"):
+            if key not in example:
+                raise KeyError(f"Example is missing the `{key}` column (it has {sorted(example)}).")
+        semantic_ids = torch.as_tensor(example["semantic_ids"], dtype=torch.long)
+        acoustic_ids = torch.as_tensor(example["acoustic_ids"], dtype=torch.long)
+        if semantic_ids.ndim != 1:
+            raise ValueError(f"`semantic_ids` must be 1-D (frames,), got shape {tuple(semantic_ids.shape)}.")
+        if acoustic_ids.ndim != 2 or acoustic_ids.shape[0] != config.num_levels:
+            raise ValueError(
+                f"`acoustic_ids` must have shape ({config.num_levels}, frames), got {tuple(acoustic_ids.shape)}."
+            )
+        semantic_ids, acoustic_ids = self._crop(*trim_to_common_duration(semantic_ids, acoustic_ids, config))
+
+        draw = sample_mask(
+            config.num_levels,
+            acoustic_ids.shape[-1],
+            generator=self.generator,
+            level_weights=self.level_weights,
+            prompt_dropout=config.prompt_dropout,
+            semantic_dropout=config.semantic_dropout,
+        )
+        input_ids, labels = apply_mask(acoustic_ids, draw, config.mask_token_id)
+        attention_mask = torch.ones(acoustic_ids.shape[-1], dtype=torch.long)
+        if draw.drop_prompt:
+            attention_mask[: draw.prompt_length] = 0
+        if draw.drop_semantic:
+            semantic_ids = torch.full_like(semantic_ids, config.semantic_null_id)
+        return dict(semantic_ids=semantic_ids, acoustic_ids=input_ids, labels=labels, attention_mask=attention_mask)
+
+    def _crop(self, semantic_ids: torch.Tensor, acoustic_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random window of at most `max_frames`, starting on a frame where a semantic token starts."""
+        num_frames = acoustic_ids.shape[-1]
+        if num_frames < 1:
+            raise ValueError("Example has no acoustic frames.")
+        if num_frames <= self.max_frames:
+            return semantic_ids, acoustic_ids
+        ratio = self.config.semantic_upsampling
+        step = ratio.numerator  # acoustic frames per semantic token (1 when several tokens share a frame)
+        start = step * int(torch.randint((num_frames - self.max_frames) // step + 1, (), generator=self.generator))
+        semantic_start = start * ratio.denominator // ratio.numerator
+        semantic_length = self.config.num_semantic_frames(self.max_frames)
+        return (
+            semantic_ids[semantic_start : semantic_start + semantic_length],
+            acoustic_ids[:, start : start + self.max_frames],
+        )
+
+    def _pad(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        config = self.config
+        num_frames = max(row["acoustic_ids"].shape[-1] for row in rows)
+        if self.pad_to_multiple_of:
+            num_frames = -(-num_frames // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        num_semantic = config.num_semantic_frames(num_frames)
+        batch = dict(
+            semantic_ids=torch.full((len(rows), num_semantic), config.semantic_null_id, dtype=torch.long),
+            acoustic_ids=torch.full((len(rows), config.num_levels, num_frames), config.mask_token_id, dtype=torch.long),
+            labels=torch.full((len(rows), config.num_levels, num_frames), IGNORE_INDEX, dtype=torch.long),
+            attention_mask=torch.zeros((len(rows), num_frames), dtype=torch.long),
+        )
+        for index, row in enumerate(rows):
+            for key, value in row.items():
+                batch[key][index, ..., : value.shape[-1]] = value
+        return batch
