@@ -1,0 +1,180 @@
+"""Decoding invariants of the level-by-level MaskGIT decoder (Borsos et al., 2023, §3.3)."""
+
+import math
+
+import pytest
+import torch
+
+from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration, SoundStormGenerationConfig
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return SoundStormForConditionalGeneration(SoundStormConfig.from_preset("tiny")).eval()
+
+
+def semantic(batch, frames, seed=0):
+    return torch.randint(0, 32, (batch, frames // 2), generator=torch.Generator().manual_seed(seed))
+
+
+class PassRecorder:
+    """Records the acoustic input and batch size of every forward pass, and which heads run."""
+
+    def __init__(self, model):
+        self.inputs, self.heads = [], []
+        self.hooks = [
+            model.model.register_forward_pre_hook(
+                lambda module, args, kwargs: self.inputs.append(kwargs["acoustic_ids"].clone()), with_kwargs=True
+            )
+        ] + [
+            head.register_forward_hook(lambda module, args, out, level=level: self.heads.append(level))
+            for level, head in enumerate(model.heads)
+        ]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for hook in self.hooks:
+            hook.remove()
+
+
+@pytest.mark.parametrize("frames", [6, 40, 200])
+def test_forward_passes_are_the_sum_of_iterations_whatever_the_length(model, frames):
+    with PassRecorder(model) as recorder:
+        codes = model.generate(semantic(2, frames))
+    assert codes.shape == (2, 4, frames)
+    assert len(recorder.inputs) == 16 + 1 + 1 + 1
+    # Only the current level's head runs, once per pass, coarse to fine.
+    assert recorder.heads == [0] * 16 + [1, 2, 3]
+    assert ((codes >= 0) & (codes < 32)).all()
+
+
+def test_custom_schedule_sets_the_pass_count(model):
+    with PassRecorder(model) as recorder:
+        model.generate(semantic(1, 10), steps_per_level=[4, 3, 2, 1])
+    assert recorder.heads == [0] * 4 + [1] * 3 + [2] * 2 + [3]
+
+
+def test_prompt_is_kept_and_rows_have_their_own_prompt_and_length(model):
+    prompt = torch.randint(0, 32, (3, 4, 8), generator=torch.Generator().manual_seed(1))
+    prompt_lengths = torch.tensor([8, 3, 0])
+    lengths = torch.tensor([30, 24, 12])
+    attention_mask = (torch.arange(30) < lengths[:, None]).long()
+    output = model.generate(
+        semantic(3, 30), prompt_ids=prompt, prompt_lengths=prompt_lengths, attention_mask=attention_mask, return_trace=True
+    )
+    codes, trace = output.sequences, output.trace
+    for row in range(3):
+        p, n = int(prompt_lengths[row]), int(lengths[row])
+        assert torch.equal(codes[row, :, :p], prompt[row, :, :p])
+        assert (trace[row, :, :p] == -1).all() and (trace[row, :, p:n] >= 0).all()
+        assert (codes[row, :, n:] == 32).all() and (trace[row, :, n:] == -1).all()
+        assert (codes[row, :, p:n] < 32).all()
+
+
+def test_a_row_decodes_the_same_alone_and_in_a_padded_batch(model):
+    prompt = torch.randint(0, 32, (2, 4, 6), generator=torch.Generator().manual_seed(2))
+    attention_mask = (torch.arange(24) < torch.tensor([[24], [16]])).long()
+    batched = model.generate(
+        semantic(2, 24), prompt_ids=prompt, attention_mask=attention_mask, do_sample=False, choice_temperature=0.0
+    )
+    alone = model.generate(
+        semantic(2, 24)[1:, :8], prompt_ids=prompt[1:], do_sample=False, choice_temperature=0.0
+    )
+    assert torch.equal(batched[1, :, :16], alone[0])
+
+
+def test_levels_above_the_current_one_are_masked_on_every_pass(model):
+    prompt = torch.randint(0, 32, (2, 4, 5))
+    with PassRecorder(model) as recorder:
+        model.generate(semantic(2, 20), prompt_ids=prompt, prompt_lengths=torch.tensor([5, 2]))
+    levels = [0] * 16 + [1, 2, 3]
+    for acoustic_ids, level in zip(recorder.inputs, levels):
+        for row, p in enumerate([5, 2]):
+            assert (acoustic_ids[row, level + 1 :, p:] == 32).all(), "finer levels stay MASK"
+            assert (acoustic_ids[row, :level, p:] != 32).all(), "coarser levels are complete"
+            assert torch.equal(acoustic_ids[row, :, :p], prompt[row, :, :p])
+
+
+def test_ranking_stays_inside_the_current_level(model):
+    # Make every finer level's head extremely confident and the first level's head uninformative: a decoder
+    # that ranked confidences across levels would fix finer tokens first and collapse the first level's schedule.
+    with torch.no_grad():
+        model.heads[0].weight.zero_()
+        model.heads[0].bias.zero_()
+        for head in model.heads[1:]:
+            head.bias[0] = 1e4
+    frames = 48
+    trace = model.generate(semantic(1, frames), return_trace=True, choice_temperature=0.0).trace[0]
+    fixed_per_pass = torch.bincount(trace[0], minlength=16)
+    expected, remaining = [], frames
+    for step in range(16):
+        keep = max(min(math.floor(frames * math.cos(math.pi / 2 * (step + 1) / 16)), remaining - 1), 0)
+        expected.append(remaining - keep)  # the cosine schedule, fixing at least one token per pass
+        remaining = keep
+    assert fixed_per_pass.tolist() == expected
+    for level in (1, 2, 3):
+        assert (trace[level] == 15 + level).all()
+
+
+def test_seed_makes_sampling_repeatable(model):
+    first = model.generate(semantic(2, 20), seed=3, temperature=1.5)
+    again = model.generate(semantic(2, 20), generator=torch.Generator().manual_seed(3), temperature=1.5)
+    other = model.generate(semantic(2, 20), seed=4, temperature=1.5)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_top_k_one_equals_greedy(model):
+    greedy = model.generate(semantic(1, 20), do_sample=False, choice_temperature=0.0)
+    top1 = model.generate(semantic(1, 20), top_k=1, temperature=2.0, choice_temperature=0.0, seed=0)
+    assert torch.equal(greedy, top1)
+
+
+def test_classifier_free_guidance_runs_in_one_batched_forward(model):
+    prompt = torch.randint(0, 32, (2, 4, 6))
+    with PassRecorder(model) as recorder:
+        guided = model.generate(semantic(2, 20), prompt_ids=prompt, guidance_scale=3.0, do_sample=False)
+    assert len(recorder.inputs) == 19 and all(ids.shape[0] == 4 for ids in recorder.inputs)
+    plain = model.generate(semantic(2, 20), prompt_ids=prompt, do_sample=False)
+    assert torch.equal(guided[:, :, :6], prompt) and not torch.equal(guided, plain)
+    with pytest.raises(ValueError, match="condition to drop"):
+        model.generate(semantic(2, 20), guidance_scale=3.0)
+    model.generate(semantic(2, 20), guidance_scale=3.0, guidance_drops_semantic=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prompt_ids=torch.zeros(2, 4, 30, dtype=torch.long)), "longer than its sequence"),
+        (dict(prompt_ids=torch.zeros(1, 4, 3, dtype=torch.long)), "prompt_ids` must have shape"),
+        (dict(prompt_ids=torch.full((2, 4, 3), 32)), "codebook_size"),
+        (dict(prompt_lengths=torch.tensor([1, 1])), "without `prompt_ids`"),
+        (dict(steps_per_level=[16, 1]), "steps_per_level"),
+        (dict(mask_schedule="exp"), "mask_schedule"),
+        (dict(attention_mask=torch.tensor([[1, 0, 1] + [1] * 17] * 2)), "right padding"),
+        (dict(num_frames=0), "empty"),
+        (dict(num_frames=4000), "max_frames"),
+    ],
+)
+def test_bad_generation_inputs(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate(semantic(2, 20) if kwargs.get("num_frames") is None else torch.zeros(2, max(kwargs["num_frames"] // 2, 1), dtype=torch.long), **kwargs)
+
+
+def test_unknown_generation_argument_and_bad_semantic_ids(model):
+    with pytest.raises(TypeError, match="temprature"):
+        model.generate(semantic(1, 10), temprature=0.5)
+    with pytest.raises(ValueError, match="semantic_ids"):
+        model.generate(torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="outside"):
+        model.generate(torch.full((1, 5), 99))
+
+
+def test_generation_config_round_trip(tmp_path):
+    config = SoundStormGenerationConfig(steps_per_level=[8, 1], temperature=0.8, choice_temperature=2.0, top_p=0.9)
+    config.save_pretrained(tmp_path)
+    loaded = SoundStormGenerationConfig.from_pretrained(tmp_path)
+    assert (loaded.steps_per_level, loaded.temperature, loaded.choice_temperature, loaded.top_p) == ([8, 1], 0.8, 2.0, 0.9)
+    assert loaded.check(2) == [8, 1]

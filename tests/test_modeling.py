@@ -1,0 +1,189 @@
+"""The Conformer, its masked-token loss, input checks, and transformers integration."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from soundstorm_hf import SoundStormConfig, SoundStormDataCollator, SoundStormForConditionalGeneration
+
+
+@pytest.fixture
+def config():
+    return SoundStormConfig.from_preset("tiny")
+
+
+@pytest.fixture
+def model(config):
+    torch.manual_seed(0)
+    return SoundStormForConditionalGeneration(config).eval()
+
+
+def random_batch(config, batch=2, frames=20, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    examples = [
+        {
+            "semantic_ids": torch.randint(0, config.semantic_vocab_size, (config.num_semantic_frames(frames),), generator=generator),
+            "acoustic_ids": torch.randint(0, config.codebook_size, (config.num_levels, frames), generator=generator),
+        }
+        for _ in range(batch)
+    ]
+    return SoundStormDataCollator(config, seed=seed)(examples)
+
+
+def test_presets():
+    paper = SoundStormConfig.from_preset("paper")
+    assert (paper.num_levels, paper.codebook_size, paper.hidden_size, paper.num_hidden_layers) == (12, 1024, 1024, 12)
+    assert (paper.num_attention_heads, paper.intermediate_size, paper.conv_kernel_size) == (16, 4096, 5)
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in SoundStormForConditionalGeneration(paper).parameters())
+    assert 300e6 < parameters < 400e6, parameters  # the paper's ~350M
+    with pytest.raises(ValueError, match="preset"):
+        SoundStormConfig.from_preset("huge")
+
+
+def test_loss_uses_only_labelled_tokens_with_their_own_head(model, config):
+    batch = random_batch(config, batch=4)
+    rows_per_head = {}
+    hooks = [
+        head.register_forward_hook(lambda module, args, out, level=level: rows_per_head.__setitem__(level, args[0].shape[0]))
+        for level, head in enumerate(model.heads)
+    ]
+    output = model(**batch)
+    for hook in hooks:
+        hook.remove()
+    labelled = (batch["labels"] != -100).sum(dim=(0, 2))
+    assert rows_per_head == {level: int(n) for level, n in enumerate(labelled) if n > 0}
+    assert output.logits is None and output.loss.ndim == 0
+    assert torch.equal(output.level_num_targets, labelled)
+    present = labelled > 0
+    weighted = (output.level_loss[present] * labelled[present]).sum() / labelled.sum()
+    assert torch.allclose(weighted, output.loss)
+    assert torch.isnan(output.level_loss[~present]).all()
+
+
+def test_logits_for_one_level_or_all(model, config):
+    batch = random_batch(config)
+    one = model(batch["semantic_ids"], batch["acoustic_ids"], level=2).logits
+    every = model(batch["semantic_ids"], batch["acoustic_ids"]).logits
+    assert one.shape == (2, 20, config.codebook_size) and every.shape == (2, config.num_levels, 20, config.codebook_size)
+    assert torch.allclose(every[:, 2], one, atol=1e-5)
+
+
+def test_padding_does_not_change_the_result(model, config):
+    batch = random_batch(config, batch=2)
+    short = random_batch(config, batch=1, frames=12, seed=3)
+    padded = {key: batch[key].clone() for key in batch}
+    padded["acoustic_ids"][1] = config.mask_token_id
+    padded["acoustic_ids"][1, :, :12] = short["acoustic_ids"][0]
+    padded["semantic_ids"][1] = 7  # padding content must not matter
+    padded["semantic_ids"][1, :6] = short["semantic_ids"][0]
+    padded["attention_mask"][1] = 0
+    padded["attention_mask"][1, :12] = 1
+    alone = model(short["semantic_ids"], short["acoustic_ids"]).last_hidden_state
+    together = model(padded["semantic_ids"], padded["acoustic_ids"], padded["attention_mask"]).last_hidden_state
+    assert torch.allclose(together[1, :12], alone[0], atol=1e-5)
+
+
+def test_semantic_tokens_are_aligned_to_frames():
+    upsampled = SoundStormForConditionalGeneration(SoundStormConfig.from_preset("tiny")).model.embeddings
+    ids = torch.tensor([[3, 5, 7]])
+    aligned = upsampled.embed_semantic(ids, 5)  # 25 Hz -> 50 Hz: each token twice, the last frame cut
+    table = upsampled.semantic.weight
+    assert torch.equal(aligned[0], table[[3, 3, 5, 5, 7]])
+    downsampled = SoundStormForConditionalGeneration(
+        SoundStormConfig.from_preset("tiny", semantic_frame_rate=50.0, acoustic_frame_rate=12.5)
+    ).model.embeddings
+    summed = downsampled.embed_semantic(torch.arange(8)[None], 2)  # four tokens per frame, summed
+    assert torch.allclose(summed[0, 1], downsampled.semantic.weight[4:8].sum(dim=0))
+
+
+def test_training_step_and_gradient_checkpointing_agree(config):
+    batch = random_batch(config, batch=3)
+    losses, grads = [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = SoundStormForConditionalGeneration(config).train()
+        if checkpointing:
+            # `activation_checkpointing_enable` is the newer transformers name of the same switch.
+            getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+        loss = model(**batch).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(model.model.layers[0].attention.qkv.weight.grad.clone())
+    assert torch.allclose(losses[0], losses[1]) and torch.allclose(grads[0], grads[1], atol=1e-6)
+    assert grads[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda b: b.update(acoustic_ids=b["acoustic_ids"][0]), "acoustic_ids` must have shape"),
+        (lambda b: b.update(acoustic_ids=b["acoustic_ids"][:, :3]), "acoustic_ids` must have shape"),
+        (lambda b: b["acoustic_ids"].__setitem__((0, 0, 0), 99), "outside"),
+        (lambda b: b["semantic_ids"].__setitem__((0, 0), -5), "outside"),
+        (lambda b: b.update(semantic_ids=b["semantic_ids"][:1]), "Batch sizes differ"),
+        (lambda b: b.update(semantic_ids=b["semantic_ids"][:, :4]), "need 10 semantic tokens"),
+        (lambda b: b.update(acoustic_ids=b["acoustic_ids"][..., :0], labels=None), "empty"),
+        (lambda b: b.update(acoustic_ids=b["acoustic_ids"].float()), "integer"),
+        (lambda b: b["labels"].__setitem__((0, 0, 0), 40), "labels"),
+        (lambda b: b.update(labels=torch.full_like(b["labels"], -100)), "nothing to learn"),
+        (lambda b: b.update(attention_mask=b["attention_mask"][:, :5]), "attention_mask"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(model, config, change, message):
+    batch = random_batch(config)
+    change(batch)
+    with pytest.raises(ValueError, match=message):
+        model(**batch)
+
+
+def test_too_long_and_bad_configs(model, config):
+    frames = config.max_frames + 2
+    with pytest.raises(ValueError, match="max_frames"):
+        model(torch.zeros(1, frames // 2, dtype=torch.long), torch.zeros(1, 4, frames, dtype=torch.long))
+    with pytest.raises(ValueError, match="divide"):
+        SoundStormConfig(semantic_frame_rate=30.0)
+    with pytest.raises(ValueError, match="divisible"):
+        SoundStormConfig(hidden_size=100, num_attention_heads=16)
+
+
+def test_save_and_load_round_trip(model, config, tmp_path):
+    model.generation_config.temperature = 0.7
+    model.generation_config.steps_per_level = [8, 2, 1, 1]
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
+    assert json.loads((tmp_path / "generation_config.json").read_text())["steps_per_level"] == [8, 2, 1, 1]
+    loaded = SoundStormForConditionalGeneration.from_pretrained(tmp_path)
+    assert loaded.generation_config.temperature == 0.7 and loaded.generation_config.steps_per_level == [8, 2, 1, 1]
+    batch = random_batch(config)
+    assert torch.equal(model(**batch).loss, loaded(**batch).loss)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    auto = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(auto, SoundStormForConditionalGeneration)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), SoundStormConfig)
+    half = SoundStormForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+
+
+def test_saved_folder_loads_with_remote_code_without_the_package(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    expected = model.generate(torch.arange(6)[None], seed=0)
+    script = f"""
+import sys
+sys.modules["soundstorm_hf"] = None  # the package must not be importable
+import torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)
+assert "soundstorm_hf" not in type(model).__module__, type(model).__module__
+print(model.generate(torch.arange(6)[None], seed=0).flatten().tolist())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""}, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.flatten().tolist()
