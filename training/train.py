@@ -1,0 +1,490 @@
+"""Train SoundStorm on a token dataset with Accelerate: masked-token loss, evaluation, checkpoints, Hub push.
+
+    python training/train.py --dataset_name tokens/ --output_dir runs/small --model_preset small
+    python training/train.py training/configs/train_paper_350m.yaml --dataset_name tokens/ --output_dir runs/paper
+    accelerate launch --config_file training/configs/accelerate_ddp.yaml training/train.py <same arguments>
+
+A YAML or JSON file given first sets defaults; flags after it override them. The output folder ends up holding the
+model (`save_pretrained`: weights, config, generation config), the codec and semantic tokenizer the tokens came
+from (`codec/`, `semantic_tokenizer/`, named by the model config), a model card (README.md), the tracker logs
+(`runs/`), decoded samples (`samples/`) and the rotating checkpoints (`checkpoints/`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import soundfile
+import torch
+import yaml
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import ProjectConfiguration, set_seed
+from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
+from transformers import HfArgumentParser, get_scheduler
+
+from soundstorm_hf import SoundStormConfig, SoundStormDataCollator, SoundStormForConditionalGeneration, trim_to_common_duration
+from soundstorm_hf.data import (
+    TOKENS_INFO_NAME,
+    LengthGroupedBatchSampler,
+    TokenDatasetInfo,
+    check_token_columns,
+    frame_counts,
+)
+from soundstorm_hf.tokenizers import load_acoustic_codec, load_semantic_tokenizer
+
+logger = logging.getLogger("train")
+CODEC_FOLDER, SEMANTIC_FOLDER = "codec", "semantic_tokenizer"
+CHECKPOINTS_FOLDER, CHECKPOINT_PREFIX, CHECKPOINT_STATE = "checkpoints", "checkpoint-", "trainer_state.json"
+# Config fields that may differ between a checkpoint and the run resuming it: they do not change the weights' meaning.
+RESUMABLE_CONFIG_CHANGES = {"codec_name_or_path", "semantic_tokenizer_name_or_path", "transformers_version"}
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+
+
+@dataclass
+class ModelArguments:
+    model_preset: str = field(default="small", metadata={"help": "tiny, small or paper (the 350M model)."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Start from a trained SoundStorm instead."})
+    config_overrides: str | None = field(
+        default=None, metadata={"help": 'JSON of config fields over the preset, e.g. \'{"num_hidden_layers": 8}\'.'}
+    )
+    gradient_checkpointing: bool = field(default=False)
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str = field(metadata={"help": "Token dataset from prepare_dataset.py: a folder or a Hub dataset id."})
+    eval_dataset_name: str | None = field(default=None, metadata={"help": "Held-out token dataset (default: a split)."})
+    eval_split_size: float = field(default=0.02, metadata={"help": "Held-out share (< 1) or row count (>= 1)."})
+    max_frames: int = field(default=1500, metadata={"help": "Random crops of at most this many acoustic frames."})
+    min_frames: int = field(default=25, metadata={"help": "Rows shorter than this (acoustic frames) are left out."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Resumption is exact only with 0."})
+
+
+@dataclass
+class TrainingArguments:
+    output_dir: str
+    seed: int = 0
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    max_grad_norm: float = 1.0
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any transformers scheduler name."})
+    warmup_steps: int = 1000
+    max_steps: int = 100_000
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: accelerate config)."})
+    logging_steps: int = 50
+    eval_steps: int = 1000
+    save_steps: int = 1000
+    save_total_limit: int = field(default=3, metadata={"help": "Checkpoints kept; older ones are deleted."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or `latest`."})
+    num_audio_samples: int = field(default=2, metadata={"help": "Held-out rows regenerated and logged as audio."})
+    prompt_seconds: float = field(default=3.0, metadata={"help": "Voice prompt of each generated sample."})
+    report_to: str = field(default="tensorboard", metadata={"help": "Accelerate tracker(s), comma-separated, or none."})
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private: bool = False
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Flags, optionally after a YAML/JSON file of defaults (later flags win)."""
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        defaults = yaml.safe_load(Path(argv[0]).read_text())  # YAML is a superset of JSON
+        argv = [item for key, value in defaults.items() for item in (f"--{key}", str(value))] + argv[1:]
+    return HfArgumentParser((ModelArguments, DataArguments, TrainingArguments)).parse_args_into_dataclasses(argv)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def load_token_dataset(name: str) -> tuple[datasets.Dataset, TokenDatasetInfo, Path]:
+    """A token dataset, its info and the local folder holding that info (and any tokenizers saved with it)."""
+    if Path(name).is_dir():
+        dataset, location = datasets.load_from_disk(name), Path(name)
+    else:
+        dataset = datasets.load_dataset(name, split="train")
+        location = Path(snapshot_download(
+            name, repo_type="dataset", allow_patterns=[TOKENS_INFO_NAME, f"{CODEC_FOLDER}/*", f"{SEMANTIC_FOLDER}/*"]
+        ))
+    check_token_columns(dataset)
+    return dataset, TokenDatasetInfo.load(location), location
+
+
+def length_filtered(dataset: datasets.Dataset, min_frames: int, name: str) -> tuple[datasets.Dataset, list[int]]:
+    """Rows of at least `min_frames` acoustic frames, and their lengths; an error when none is left."""
+    lengths = frame_counts(dataset)
+    keep = [index for index, length in enumerate(lengths) if length >= min_frames]
+    if not keep:
+        raise ValueError(
+            f"Every row of the {name} dataset is shorter than --min_frames {min_frames} acoustic frames "
+            f"(longest: {max(lengths, default=0)})."
+        )
+    if len(keep) < len(lengths):
+        logger.warning("%s: %d of %d rows are shorter than %d frames and left out", name, len(lengths) - len(keep), len(lengths), min_frames)
+        dataset = dataset.select(keep)
+    return dataset, [lengths[index] for index in keep]
+
+
+def make_loader(dataset, lengths, collator, batch_size, max_frames, shuffle, seed, num_workers):
+    """A loader whose batches group rows of similar (cropped) length."""
+    sampler = LengthGroupedBatchSampler([min(length, max_frames) for length in lengths], batch_size, shuffle, seed)
+    return torch.utils.data.DataLoader(
+        dataset.with_format("torch", columns=["semantic_ids", "acoustic_ids"]),
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=num_workers,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+
+
+def build_config(model_args: ModelArguments, info: TokenDatasetInfo) -> SoundStormConfig:
+    """The preset (or pretrained) config, with the token grid taken from the dataset; checked against it."""
+    overrides = json.loads(model_args.config_overrides or "{}")
+    names = dict(codec_name_or_path=CODEC_FOLDER, semantic_tokenizer_name_or_path=SEMANTIC_FOLDER)
+    if model_args.model_name_or_path:
+        config = SoundStormConfig.from_pretrained(model_args.model_name_or_path, **overrides, **names)
+    else:
+        config = SoundStormConfig.from_preset(model_args.model_preset, **{**info.model_config_kwargs(), **overrides, **names})
+    info.check(config)
+    return config
+
+
+def comparable(config: SoundStormConfig) -> dict:
+    return {key: value for key, value in config.to_dict().items() if key not in RESUMABLE_CONFIG_CHANGES}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints: `checkpoints/checkpoint-<step>`, each written under a temporary name and renamed once complete.
+
+
+def checkpoint_root(args: TrainingArguments) -> Path:
+    return Path(args.output_dir) / CHECKPOINTS_FOLDER
+
+
+def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int, config: SoundStormConfig) -> None:
+    root = checkpoint_root(args)
+    final, temporary = root / f"{CHECKPOINT_PREFIX}{step}", root / f"tmp-{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))  # every process writes its own part (RNG states, FSDP shards)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temporary / CHECKPOINT_STATE).write_text(json.dumps({"step": step, "model_config": comparable(config)}, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        temporary.rename(final)
+        for old in sorted(root.glob(f"{CHECKPOINT_PREFIX}*"), key=checkpoint_step)[: -args.save_total_limit]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name[len(CHECKPOINT_PREFIX):])
+
+
+def find_checkpoint(args: TrainingArguments) -> Path | None:
+    """The checkpoint to resume from: the given folder, the newest complete one for `latest` (None if none yet)."""
+    if args.resume_from_checkpoint != "latest":
+        return Path(args.resume_from_checkpoint)
+    found = sorted(checkpoint_root(args).glob(f"{CHECKPOINT_PREFIX}*"), key=checkpoint_step)
+    return found[-1] if found else None
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path, config: SoundStormConfig) -> int:
+    """Restore model, optimizer, scheduler and RNG states from `path`; return its step. Refuse another config."""
+    state_file = path / CHECKPOINT_STATE
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint of this script (no {CHECKPOINT_STATE}).")
+    state = json.loads(state_file.read_text())
+    current = comparable(config)
+    differences = {
+        key: (state["model_config"].get(key), current.get(key))
+        for key in set(current) | set(state["model_config"])
+        if state["model_config"].get(key) != current.get(key)
+    }
+    if differences:
+        described = ", ".join(f"{key}: checkpoint {old!r} vs now {new!r}" for key, (old, new) in sorted(differences.items()))
+        raise ValueError(f"Checkpoint {path} was made with another model config ({described}).")
+    accelerator.load_state(str(path))
+    return state["step"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator: Accelerator, collator: SoundStormDataCollator, seed: int) -> dict[str, float]:
+    """Masked-token loss and accuracy on the held-out set, overall and per RVQ level.
+
+    The eval collator is re-seeded first, so every evaluation scores the same crops and masks.
+    """
+    model.eval()
+    collator.generator.manual_seed(seed)
+    num_levels = accelerator.unwrap_model(model).config.num_levels
+    totals = torch.zeros(3, num_levels, device=accelerator.device)  # loss sum, correct, targets; per level
+    for batch in loader:
+        output = model(**batch)
+        counts = output.level_num_targets.float()
+        totals[0] += output.level_loss.nan_to_num() * counts
+        totals[1] += output.level_accuracy.nan_to_num() * counts
+        totals[2] += counts
+    totals = accelerator.reduce(totals, reduction="sum").cpu()
+    model.train()
+    metrics = {
+        "eval/loss": (totals[0].sum() / totals[2].sum()).item(),
+        "eval/accuracy": (totals[1].sum() / totals[2].sum()).item(),
+    }
+    for level in range(num_levels):
+        if totals[2, level] > 0:
+            metrics[f"eval/loss_level_{level + 1}"] = (totals[0, level] / totals[2, level]).item()
+            metrics[f"eval/accuracy_level_{level + 1}"] = (totals[1, level] / totals[2, level]).item()
+    return metrics
+
+
+class SampleWriter:
+    """Regenerates a few held-out rows from their first seconds and the full semantic tokens, decodes and logs them.
+
+    Generation runs on the main process with a plain copy of the weights, gathered with `get_state_dict` (which every
+    process must call), so it works the same under DDP and FSDP.
+    """
+
+    def __init__(self, rows, config, codec, args: TrainingArguments, max_frames: int):
+        self.codec, self.args = codec, args
+        self.examples = []
+        for row in rows:
+            semantic, acoustic = trim_to_common_duration(torch.as_tensor(row["semantic_ids"]).long(), torch.as_tensor(row["acoustic_ids"]).long(), config)
+            acoustic = acoustic[:, :max_frames]
+            semantic = semantic[: config.num_semantic_frames(acoustic.shape[-1])]
+            self.examples.append((semantic, acoustic))
+        self.prompt_frames = round(args.prompt_seconds * config.acoustic_frame_rate)
+        self.model = None
+
+    def __call__(self, accelerator: Accelerator, model, step: int) -> None:
+        if not self.examples:
+            return
+        state_dict = accelerator.get_state_dict(model)
+        if not accelerator.is_main_process:
+            return
+        if self.model is None:
+            self.model = SoundStormForConditionalGeneration(accelerator.unwrap_model(model).config).to(accelerator.device).eval()
+            self._log(accelerator, "reference", [acoustic for _, acoustic in self.examples], 0)
+        self.model.load_state_dict(state_dict)
+        generated = []
+        with accelerator.autocast():
+            for semantic, acoustic in self.examples:
+                prompt = acoustic[:, : min(self.prompt_frames, acoustic.shape[-1] - 1)]
+                generated.append(self.model.generate(semantic[None].to(accelerator.device), prompt_ids=prompt[None].to(accelerator.device), seed=self.args.seed)[0])
+        self._log(accelerator, "generated", generated, step)
+
+    def _log(self, accelerator: Accelerator, kind: str, codes_list, step: int) -> None:
+        folder = Path(self.args.output_dir) / "samples" / f"step-{step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rate = self.codec.sampling_rate
+        for index, codes in enumerate(codes_list):
+            audio = self.codec.decode(codes[None].to(self.codec.device))[0].float().cpu()
+            tag = f"{kind}/{index}"
+            soundfile.write(folder / f"{kind}-{index}.wav", audio.numpy(), rate)
+            for tracker in accelerator.trackers:
+                if tracker.name == "tensorboard":
+                    tracker.writer.add_audio(tag, audio[None], step, sample_rate=rate)
+                elif tracker.name == "wandb":
+                    import wandb
+
+                    tracker.log({tag: wandb.Audio(audio.numpy(), sample_rate=rate)}, step=step)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Saving and publishing
+
+
+def render_model_card(output_dir: Path, args: TrainingArguments, data_args: DataArguments, info: TokenDatasetInfo,
+                      config: SoundStormConfig, step: int, metrics: dict[str, float]) -> ModelCard:
+    """The model card, from the `model_card.md` template and what this run actually did."""
+    source = info.source.get("name")
+    card_data = ModelCardData(
+        library_name="soundstorm-hf",
+        license="apache-2.0",
+        tags=["soundstorm", "audio", "text-to-speech", "audio-tokens"],
+        datasets=[source] if source and not Path(source).exists() else None,
+        pipeline_tag="text-to-speech",
+    )
+    num_parameters = sum(math.prod(shape) for shape in _parameter_shapes(config))
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(MODEL_CARD_TEMPLATE),
+        model_id=args.hub_model_id or output_dir.name,
+        dataset=info.source,
+        dataset_name=data_args.dataset_name,
+        hours=info.hours,
+        num_rows=info.num_rows,
+        info=info,
+        config=config,
+        num_parameters=num_parameters,
+        steps=step,
+        batch_size=args.per_device_batch_size * args.gradient_accumulation_steps,
+        args=args,
+        max_frames=data_args.max_frames,
+        metrics={key.removeprefix("eval/"): round(value, 4) for key, value in metrics.items()},
+    )
+
+
+def _parameter_shapes(config: SoundStormConfig):
+    with torch.device("meta"):
+        return [p.shape for p in SoundStormForConditionalGeneration(config).parameters()]
+
+
+def push_to_hub(output_dir: Path, repo_id: str, private: bool = False) -> str:
+    """Create the model repo if needed and upload the final folder (not the checkpoints); returns the commit URL."""
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(output_dir),
+        ignore_patterns=[f"{CHECKPOINTS_FOLDER}/*", "samples/*"],
+        commit_message="Upload SoundStorm model",
+    )
+    return str(commit)
+
+
+def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics) -> None:
+    state_dict = accelerator.get_state_dict(model)  # gathered on every process (FSDP), used on the main one
+    if not accelerator.is_main_process:
+        return
+    output_dir = Path(args.output_dir)
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(output_dir, state_dict=state_dict)
+    codec.save_pretrained(output_dir / CODEC_FOLDER)
+    semantic_tokenizer.save_pretrained(output_dir / SEMANTIC_FOLDER)
+    (output_dir / "all_results.json").write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n")
+    render_model_card(output_dir, args, data_args, info, unwrapped.config, step, metrics).save(output_dir / "README.md")
+    if args.push_to_hub:
+        if not args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id.")
+        logger.info("Pushed to %s", push_to_hub(output_dir, args.hub_model_id, args.hub_private))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> dict[str, float]:
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to.split(","),
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")),
+        # Each example trains one RVQ level, so in a step the heads of the levels nobody drew get no gradient.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(message)s")
+    set_seed(args.seed, device_specific=True)  # each process draws its own crops, masks and dropout
+
+    dataset, info, location = load_token_dataset(data_args.dataset_name)
+    config = build_config(model_args, info)
+    if data_args.eval_dataset_name:
+        eval_dataset, eval_info, _ = load_token_dataset(data_args.eval_dataset_name)
+        eval_info.check(config)
+    else:
+        size = data_args.eval_split_size
+        split = dataset.train_test_split(test_size=int(size) if size >= 1 else size, seed=args.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+    dataset, lengths = length_filtered(dataset, data_args.min_frames, "training")
+    eval_dataset, eval_lengths = length_filtered(eval_dataset, data_args.min_frames, "evaluation")
+    codec = load_acoustic_codec(info.resolve(info.codec_name_or_path, location)).to(accelerator.device).eval()
+    semantic_tokenizer = load_semantic_tokenizer(info.resolve(info.semantic_tokenizer_name_or_path, location))
+
+    if model_args.model_name_or_path:
+        model = SoundStormForConditionalGeneration.from_pretrained(model_args.model_name_or_path, config=config)
+    else:
+        model = SoundStormForConditionalGeneration(config)
+    if model_args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.weight_decay
+    )
+    # The prepared scheduler steps once per process at each optimizer step, hence the scaling.
+    scheduler = get_scheduler(
+        args.lr_scheduler_type, optimizer,
+        num_warmup_steps=args.warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_steps * accelerator.num_processes,
+    )
+    train_collator = SoundStormDataCollator(config, max_frames=data_args.max_frames)
+    eval_collator = SoundStormDataCollator(config, max_frames=data_args.max_frames, seed=args.seed)
+    train_loader = make_loader(dataset, lengths, train_collator, args.per_device_batch_size, data_args.max_frames, True, args.seed, data_args.dataloader_num_workers)
+    eval_loader = make_loader(eval_dataset, eval_lengths, eval_collator, args.per_device_batch_size, data_args.max_frames, False, args.seed, data_args.dataloader_num_workers)
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, eval_loader, scheduler)
+    samples = SampleWriter(eval_dataset.select(range(min(args.num_audio_samples, len(eval_dataset)))), config, codec, args, data_args.max_frames)
+
+    step = 0
+    checkpoint = find_checkpoint(args) if args.resume_from_checkpoint else None
+    if checkpoint is not None:
+        step = load_checkpoint(accelerator, checkpoint, config)
+        logger.info("Resumed from %s at step %d", checkpoint, step)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("soundstorm", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    epoch, batches_to_skip = divmod(step, steps_per_epoch)
+    batches_to_skip *= args.gradient_accumulation_steps
+    logger.info("%d training rows, %d held out; %d optimizer steps per epoch on %d process(es)", len(dataset), len(eval_dataset), steps_per_epoch, accelerator.num_processes)
+
+    model.train()
+    metrics, running_loss, running_steps = {}, torch.zeros((), device=accelerator.device), 0
+    while step < args.max_steps:
+        loader = accelerator.skip_first_batches(train_loader, batches_to_skip) if batches_to_skip else train_loader
+        loader.set_epoch(epoch)  # the batch order depends on the epoch only, so a resumed run sees the same batches
+        batches_to_skip = 0
+        for batch in loader:
+            with accelerator.accumulate(model):
+                output = model(**batch)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            running_loss += output.loss.detach() / args.gradient_accumulation_steps
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            running_steps += 1
+            if step % args.logging_steps == 0 or step == args.max_steps:
+                loss = accelerator.reduce(running_loss, reduction="mean").item() / running_steps
+                logs = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm), "train/epoch": epoch}
+                accelerator.log(logs, step=step)
+                logger.info("step %d: %s", step, {k: round(v, 5) for k, v in logs.items()})
+                running_loss.zero_()
+                running_steps = 0
+            if step % args.eval_steps == 0 or step == args.max_steps:
+                metrics = evaluate(model, eval_loader, accelerator, eval_collator, args.seed)
+                accelerator.log(metrics, step=step)
+                logger.info("step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
+                samples(accelerator, model, step)
+            if step % args.save_steps == 0 or step == args.max_steps:
+                save_checkpoint(accelerator, args, step, config)
+            if step >= args.max_steps:
+                break
+        epoch += 1
+
+    if not metrics:  # resumed at max_steps: nothing was trained, but the card still needs figures
+        metrics = evaluate(model, eval_loader, accelerator, eval_collator, args.seed)
+    accelerator.wait_for_everyone()
+    save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics)
+    accelerator.end_training()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(*parse_arguments(sys.argv[1:]))
