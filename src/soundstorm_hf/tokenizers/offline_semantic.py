@@ -1,0 +1,102 @@
+"""A semantic tokenizer fitted locally: k-means over per-utterance-normalized MFCCs at 25 Hz.
+
+The offline partner of `OfflineMelCodec` (50 Hz, so the pair has the paper's rate ratio of 2). MFCC clusters track
+phonetic content far less well than clusters of self-supervised features (HuBERT, w2v-BERT), and carry more speaker
+information; they are enough to condition SoundStorm on "what is said, roughly when" in tests and demos. Use
+`SSLKMeansTokenizer` for real work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from .base import SEMANTIC_CONFIG_NAME, SemanticTokenizer
+from .kmeans import FittedTokenizerMixin, KMeansQuantizer, collect_features, fitted
+from .spectral import LogMelSpectrogram, deltas, mfcc, normalize_per_utterance, pool_frames
+
+
+class OfflineMfccTokenizer(FittedTokenizerMixin, SemanticTokenizer):
+    """k-means over MFCC + deltas + delta-deltas of 16 kHz audio, analysed at 50 Hz and averaged in pairs to 25 Hz.
+
+    Frames: `num_frames(n) = ceil(n / 640)`, i.e. `ceil(ceil(n / 320) / 2)`: 25 ms Hann windows centred on every
+    320th sample (zero padding at the ends), pairs of frames averaged, a last unpaired frame kept alone. Each
+    utterance is normalized to zero mean and unit variance per coefficient over its own frames, which removes
+    loudness and part of the channel and speaker colouring.
+
+    Padding: exact; a padded batch gives each item the tokens it gets alone.
+    """
+
+    config_name = SEMANTIC_CONFIG_NAME
+    tokenizer_type = "offline_mfcc_kmeans"
+
+    def __init__(
+        self,
+        quantizer: KMeansQuantizer | None = None,
+        sampling_rate: int = 16000,
+        analysis_hop_length: int = 320,
+        pooling: int = 2,
+        num_mels: int = 40,
+        num_coefficients: int = 13,
+    ):
+        super().__init__()
+        self.sampling_rate, self.analysis_hop_length, self.pooling = sampling_rate, analysis_hop_length, pooling
+        self.hop_length = analysis_hop_length * pooling
+        self.num_mels, self.num_coefficients = num_mels, num_coefficients
+        self.frontend = LogMelSpectrogram(
+            sampling_rate,
+            n_fft=512,
+            hop_length=analysis_hop_length,
+            win_length=sampling_rate // 40,  # 25 ms
+            num_mels=num_mels,
+            min_frequency=20.0,
+            max_frequency=sampling_rate / 2 - 400,
+        )
+        self.quantizer = quantizer
+
+    @property
+    def vocab_size(self) -> int:
+        return fitted(self.quantizer, self).codebook_size
+
+    def num_frames(self, num_samples: int) -> int:
+        return math.ceil(num_samples / self.hop_length)
+
+    def features(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Zero-padded `waveform (batch, samples)` -> normalized MFCC features `(batch, frames, 3 * num_coefficients)`."""
+        frame_lengths = (lengths + self.analysis_hop_length - 1) // self.analysis_hop_length
+        cepstra = mfcc(self.frontend(waveform), self.num_coefficients)  # (batch, 50 Hz frames, coefficients)
+        velocity = deltas(cepstra, frame_lengths)
+        features = torch.cat([cepstra, velocity, deltas(velocity, frame_lengths)], dim=-1)
+        features = normalize_per_utterance(features, frame_lengths)
+        return pool_frames(features, frame_lengths, self.pooling)[0]
+
+    @torch.inference_mode()
+    def fit(
+        self, waveforms: Iterable, num_clusters: int = 256, max_frames: int | None = 200_000, seed: int = 0
+    ) -> OfflineMfccTokenizer:
+        """Learn `num_clusters` centroids from mono waveforms `(samples,)` at `sampling_rate`; returns `self`."""
+
+        def extract(waveform: torch.Tensor) -> torch.Tensor:
+            waveform, lengths = self._batch_waveform(waveform, None)
+            return self.features(waveform, lengths)[0]
+
+        features = collect_features(extract, waveforms, max_frames)
+        self.quantizer = KMeansQuantizer.fit(features, num_clusters, seed=seed).to(self.device)
+        return self
+
+    @torch.inference_mode()
+    def encode(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        quantizer = fitted(self.quantizer, self)
+        waveform, lengths = self._batch_waveform(waveform, lengths)
+        return quantizer.encode(self.features(waveform, lengths))[..., 0]  # (batch, frames)
+
+    def init_config(self) -> dict:
+        return {
+            "sampling_rate": self.sampling_rate,
+            "analysis_hop_length": self.analysis_hop_length,
+            "pooling": self.pooling,
+            "num_mels": self.num_mels,
+            "num_coefficients": self.num_coefficients,
+        }
