@@ -104,4 +104,6 @@ def synthesize_speech(text: str, voice: str = "en", words_per_minute: int | None
     except subprocess.CalledProcessError as error:
         raise ValueError(f"espeak-ng failed for voice {voice!r}: {error.stderr.decode().strip()}") from error
     waveform, sampling_rate = soundfile.read(io.BytesIO(result.stdout), dtype="float32")
+    if waveform.size == 0 or np.abs(waveform).max() <= SILENCE_PEAK:
+        raise ValueError(f"espeak-ng produced no speech for {text!r}.")
     return waveform, sampling_rate
