@@ -1,0 +1,177 @@
+"""Generation speed: SoundStorm's parallel decoder against an autoregressive Llama of the same size.
+
+For every (duration, batch) cell: one warm-up call per contender, then `--repeats` timed calls that
+alternate SoundStorm and the AR baseline in this one process; medians are reported. Recorded per cell:
+wall time, real-time factor (wall / audio seconds of one row), forward passes and peak memory (CUDA:
+`max_memory_allocated` increase; CPU: peak RSS increase sampled by a thread, with glibc's mmap threshold
+pinned so freed tensors go back to the OS; see `common.PeakRSS`).
+
+CPU (what was run here):
+    python benchmarks/bench_generation.py --preset small --durations 5 10 30 60 --batch-sizes 1 8 \
+        --ar-durations 5 10 30 --ar-batch-sizes 1 8
+GPU (the paper's 350M model; not run on this project's CPU-only machines):
+    python benchmarks/bench_generation.py --preset paper --device cuda --dtype bf16 --compile \
+        --durations 5 10 30 60 --batch-sizes 1 8 --ar-durations 5 10 30 60 --ar-batch-sizes 1 8
+`--compile` wraps the decoding pass (`model.model`) in `torch.compile(dynamic=False)`: every pass of a
+generate call has the same shapes, so it compiles once per (batch, frames). The AR baseline then uses a
+static KV cache and a compiled forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, set_threads, timed, write_json  # noqa: E402
+from models import AutoregressiveBaseline, ForwardCounter, build_soundstorm, soundstorm_config  # noqa: E402
+
+
+def pin_malloc_and_reexec():
+    """Re-executes once with glibc's mmap threshold fixed, so that RSS follows tensor memory (CPU only)."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="small", choices=["tiny", "small", "paper"])
+    parser.add_argument("--durations", type=float, nargs="+", default=[5, 10, 30, 60], help="seconds of audio")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--skip", nargs="*", default=[], help="cells to leave out, as DURATION:BATCH (e.g. 60:8)")
+    parser.add_argument("--ar-durations", type=float, nargs="*", default=[5, 10],
+                        help="durations at which the AR baseline is also run (it is slow on CPU)")
+    parser.add_argument("--ar-batch-sizes", type=int, nargs="*", default=[1])
+    parser.add_argument("--ar-repeats", type=int, default=None, help="timed AR calls per cell (default --repeats)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the decoding pass (static shapes)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--first-level-steps", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "generation.json")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == "cpu":
+        pin_malloc_and_reexec()
+    set_threads(args.threads)
+    dtype = parse_dtype(args.dtype)
+    device = args.device
+    max_seconds = max(args.durations)
+    config = soundstorm_config(args.preset, max_seconds)
+    model = build_soundstorm(config, device, dtype)
+    steps = [args.first_level_steps] + [1] * (config.num_levels - 1)
+    passes = ForwardCounter(model.model)
+    if args.compile:
+        model.model.forward = torch.compile(model.model.forward, dynamic=False)
+    ar = None
+    if args.ar_durations:
+        ar = AutoregressiveBaseline(config, max(args.ar_durations), device, dtype, compile=args.compile)
+    ar_repeats = args.ar_repeats or args.repeats
+    skip = {tuple(float(x) if i == 0 else int(x) for i, x in enumerate(cell.split(":"))) for cell in args.skip}
+
+    results = {
+        "benchmark": "generation",
+        "machine": machine_info(device),
+        "settings": {
+            "preset": args.preset, "dtype": args.dtype, "compile": args.compile, "repeats": args.repeats,
+            "ar_repeats": ar_repeats, "warmup": args.warmup, "steps_per_level": steps,
+            "soundstorm_parameters": model.num_parameters(),
+            "ar_parameters": ar.num_parameters() if ar else None,
+            "ar_config": {k: getattr(ar.config, k) for k in ("vocab_size", "hidden_size", "intermediate_size",
+                                                             "num_hidden_layers", "num_attention_heads")} if ar else None,
+            "acoustic_frame_rate": config.acoustic_frame_rate, "num_levels": config.num_levels,
+            "note": "SoundStorm: level 1 sampled in 16 MaskGIT iterations, later levels one greedy pass each. "
+                    "AR: transformers LlamaForCausalLM.generate, KV cache, min_new_tokens = max_new_tokens = "
+                    "levels x frames, multinomial sampling at temperature 1 without top-k/top-p. Both untrained "
+                    "(random weights): speed does not depend on the weights.",
+        },
+        "cells": [],
+    }
+    for seconds in args.durations:
+        for batch in args.batch_sizes:
+            if (float(seconds), batch) in skip:
+                continue
+            num_frames = int(round(seconds * config.acoustic_frame_rate))
+            gen = torch.Generator().manual_seed(0)
+            semantic = torch.randint(0, config.semantic_vocab_size, (batch, config.num_semantic_frames(num_frames)),
+                                     generator=gen).to(device)
+            run_ar = ar is not None and seconds in args.ar_durations and batch in args.ar_batch_sizes
+
+            def run_ss(seed):
+                return model.generate(semantic, num_frames=num_frames, steps_per_level=steps, seed=seed)
+
+            def run_baseline(seed):
+                return ar.generate(semantic, num_frames, seed=seed)
+
+            for w in range(args.warmup):
+                run_ss(w)
+                if run_ar:
+                    run_baseline(w)
+            passes.reset()
+            ar.counter.reset() if ar else None
+            ss_times, ss_mem, ar_times, ar_mem = [], [], [], []
+            ss_passes = ar_passes = None
+            for r in range(max(args.repeats, ar_repeats if run_ar else 0)):
+                if r < args.repeats:
+                    with peak_memory(device) as mem:
+                        t, codes = timed(lambda: run_ss(100 + r), device)
+                    assert codes.shape == (batch, config.num_levels, num_frames)
+                    ss_times.append(t)
+                    ss_mem.append(mem["peak_mib"])
+                    ss_passes = passes.reset()
+                if run_ar and r < ar_repeats:
+                    with peak_memory(device) as mem:
+                        t, codes = timed(lambda: run_baseline(100 + r), device)
+                    assert codes.shape == (batch, config.num_levels, num_frames)
+                    ar_times.append(t)
+                    ar_mem.append(mem["peak_mib"])
+                    ar_passes = ar.counter.reset()
+            cell = {
+                "seconds": seconds, "batch": batch, "frames": num_frames,
+                "soundstorm": summarize(ss_times, ss_mem, ss_passes, seconds, batch),
+                "memory_kind": mem["memory_kind"],
+            }
+            if run_ar:
+                cell["autoregressive"] = summarize(ar_times, ar_mem, ar_passes, seconds, batch)
+                cell["ar_over_soundstorm"] = cell["autoregressive"]["median_s"] / cell["soundstorm"]["median_s"]
+                # Ratio of paired runs (each AR call against the SoundStorm call just before it).
+                pairs = [a / s for a, s in zip(ar_times, ss_times)]
+                cell["paired_ratio_median"] = median(pairs)
+            results["cells"].append(cell)
+            print(format_cell(cell), flush=True)
+            write_json(args.out, results)  # after every cell, so that a long run keeps what it measured
+    return results
+
+
+def summarize(times, mems, passes, seconds, batch):
+    wall = median(times)
+    return {
+        "median_s": wall, "times_s": times, "rtf": wall / seconds,
+        "audio_s_per_s": seconds * batch / wall, "forward_passes": passes,
+        "peak_mib": median(mems), "peaks_mib": mems,
+    }
+
+
+def format_cell(cell):
+    text = (f"{cell['seconds']:>5.0f}s x{cell['batch']}: soundstorm {cell['soundstorm']['median_s']:.3f}s "
+            f"(rtf {cell['soundstorm']['rtf']:.3f}, {cell['soundstorm']['forward_passes']} passes, "
+            f"{cell['soundstorm']['peak_mib']:.0f} MiB)")
+    if "autoregressive" in cell:
+        text += (f" | AR {cell['autoregressive']['median_s']:.2f}s ({cell['autoregressive']['forward_passes']} passes,"
+                 f" {cell['autoregressive']['peak_mib']:.0f} MiB) ratio {cell['ar_over_soundstorm']:.1f}x")
+    return text
+
+
+if __name__ == "__main__":
+    main()
