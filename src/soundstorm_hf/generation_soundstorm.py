@@ -245,7 +245,9 @@ class MaskGitDecodingMixin:
                 keep = (num_to_generate * schedule).floor().long()
                 keep = torch.minimum(keep, still_masked.sum(dim=1) - 1).clamp(min=0)  # fix >= 1 token per pass
                 confidence = confidence.masked_fill(~still_masked, float("inf"))
-                rank = confidence.argsort(dim=1).argsort(dim=1)  # (batch, frames), 0 = least confident
+                # Rank of each position (0 = least confident): one sort, then its inverse permutation.
+                order = confidence.argsort(dim=1)
+                rank = torch.empty_like(order).scatter_(1, order, frames.expand_as(order))
                 fixed = still_masked & (rank >= keep[:, None])
 
                 codes[:, level] = torch.where(fixed, tokens, codes[:, level])
