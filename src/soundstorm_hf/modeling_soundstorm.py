@@ -138,10 +138,11 @@ class SoundStormConformerBlock(GradientCheckpointingLayer):
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states, rotary, attention_bias, frame_mask) -> torch.Tensor:
-        hidden_states = hidden_states + 0.5 * self.feed_forward_in(hidden_states)
+        # `add(..., alpha=0.5)` is exactly `h + 0.5 * f` (a power-of-two scale) without the extra temporary.
+        hidden_states = torch.add(hidden_states, self.feed_forward_in(hidden_states), alpha=0.5)
         hidden_states = hidden_states + self.attention(hidden_states, rotary, attention_bias)
         hidden_states = hidden_states + self.convolution(hidden_states, frame_mask)
-        hidden_states = hidden_states + 0.5 * self.feed_forward_out(hidden_states)
+        hidden_states = torch.add(hidden_states, self.feed_forward_out(hidden_states), alpha=0.5)
         return self.final_layer_norm(hidden_states)
 
 
