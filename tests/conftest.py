@@ -23,7 +23,7 @@ VOICES = ("en+m3", "en+f3", "en-us+m1")
 
 @pytest.fixture(scope="session")
 def espeak_speech():
-    """`render(text, voice="en+m3", sampling_rate=16000) -> float32 (samples,)`, espeak-ng speech cached per session."""
+    """`render(text, voice="en+m3", sampling_rate=16000) -> float32 (samples,)`: espeak-ng speech, cached."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
     cache: dict[tuple, np.ndarray] = {}

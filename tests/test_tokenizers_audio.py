@@ -15,7 +15,8 @@ def tone(num_samples: int, rate: int = 16000, frequency: float = 440.0) -> np.nd
 def test_stereo_layouts_downmix_the_same(tmp_path):
     left, right = tone(1000), tone(1000, frequency=220.0)
     expected = (left + right) / 2
-    for stereo in (np.stack([left, right]), np.stack([left, right], axis=1), torch.from_numpy(np.stack([left, right]))):
+    channels_first = np.stack([left, right])
+    for stereo in (channels_first, channels_first.T, torch.from_numpy(channels_first)):
         torch.testing.assert_close(prepare_waveform(stereo, 16000), torch.from_numpy(expected))
     soundfile.write(tmp_path / "stereo.wav", np.stack([left, right], axis=1), 16000, subtype="FLOAT")
     waveform, rate = load_audio(tmp_path / "stereo.wav")

@@ -133,7 +133,8 @@ def test_save_load_round_trip_and_dispatch(codec, semantic, espeak_speech, tmp_p
         assert type(loaded) is OfflineMelCodec and (loaded.num_levels, loaded.codebook_size) == (LEVELS, CODES)
         assert torch.equal(loaded.encode(wave), codec.encode(wave))
         assert torch.equal(loaded.decode(codec.encode(wave)), codec.decode(codec.encode(wave)))
-    for loaded in (OfflineMfccTokenizer.from_pretrained(tmp_path / "semantic"), load_semantic_tokenizer(tmp_path / "semantic")):
+    folder = tmp_path / "semantic"
+    for loaded in (OfflineMfccTokenizer.from_pretrained(folder), load_semantic_tokenizer(folder)):
         assert type(loaded) is OfflineMfccTokenizer
         assert torch.equal(loaded.encode(wave), semantic.encode(wave))
 

@@ -315,7 +315,9 @@ SSL_MODELS = [
 
 
 @pytest.mark.parametrize("name, layer, pooling, frame_rate, frames", SSL_MODELS)
-def test_ssl_kmeans_tokenizer(checkpoint, speech16k, espeak_speech, tmp_path, name, layer, pooling, frame_rate, frames):
+def test_ssl_kmeans_tokenizer(
+    checkpoint, speech16k, espeak_speech, tmp_path, name, layer, pooling, frame_rate, frames
+):
     tokenizer = SSLKMeansTokenizer.from_pretrained(checkpoint(name), layer=layer, pooling=pooling)
     assert len(tokenizer.model.encoder.layers) == layer  # the unused blocks are gone
     assert (tokenizer.sampling_rate, tokenizer.frame_rate) == (16000, frame_rate)

@@ -21,7 +21,7 @@ SILENCE_PEAK = 1e-6
 
 
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read an audio file with soundfile: `(waveform, sampling_rate)`, waveform `(samples,)` or `(samples, channels)`."""
+    """Read an audio file with soundfile: `(waveform (samples,) or (samples, channels), sampling_rate)`."""
     waveform, sampling_rate = soundfile.read(str(path), dtype="float32", always_2d=False)
     return waveform, sampling_rate
 

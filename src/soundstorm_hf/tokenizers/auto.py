@@ -6,7 +6,14 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from .base import CODEC_CONFIG_NAME, SEMANTIC_CONFIG_NAME, AcousticCodec, SemanticTokenizer, read_tokenizer_config, split_hub_kwargs
+from .base import (
+    CODEC_CONFIG_NAME,
+    SEMANTIC_CONFIG_NAME,
+    AcousticCodec,
+    SemanticTokenizer,
+    read_tokenizer_config,
+    split_hub_kwargs,
+)
 from .mimi_semantic import MimiSemanticTokenizer
 from .offline_codec import OfflineMelCodec
 from .offline_semantic import OfflineMfccTokenizer
@@ -15,7 +22,9 @@ from .transformers_codecs import DacCodec, EncodecCodec, MimiCodec
 
 # "type" in our json -> class. For the transformers adapters it is also the checkpoint's `model_type`.
 ACOUSTIC_CODECS = {cls.tokenizer_type: cls for cls in (OfflineMelCodec, DacCodec, EncodecCodec, MimiCodec)}
-SEMANTIC_TOKENIZERS = {cls.tokenizer_type: cls for cls in (OfflineMfccTokenizer, SSLKMeansTokenizer, MimiSemanticTokenizer)}
+SEMANTIC_TOKENIZERS = {
+    cls.tokenizer_type: cls for cls in (OfflineMfccTokenizer, SSLKMeansTokenizer, MimiSemanticTokenizer)
+}
 TRANSFORMERS_ACOUSTIC = ("dac", "encodec", "mimi")
 TRANSFORMERS_SEMANTIC = ("mimi",)
 

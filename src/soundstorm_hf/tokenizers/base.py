@@ -7,8 +7,9 @@ both work on right-padded batches described by `lengths`.
 Padding contract, shared by every implementation:
 - `encode(waveform, lengths)`: samples at or past `lengths[i]` are replaced by zeros before encoding, so the output
   never depends on what the padding held. Item `i` has `num_frames(lengths[i])` valid frames; the frames after them
-  hold the tokens of digital silence. Whether the valid frames equal those of the item encoded alone depends on the
-  model's receptive field and is documented per class.
+  are filler (codes or tokens of zeros). Whether the valid frames equal those of the item encoded alone depends on
+  the model's receptive field and is documented per class; for neural models "equal" means up to float rounding, as
+  the batch size changes the order of float operations, which can flip a near-tie between two codes.
 - `decode(codes, lengths)`: codes at or past `lengths[i]` frames are ignored (they may hold anything, e.g. -100);
   the output has `codes.shape[-1] * hop_length` samples and is zero past `lengths[i] * hop_length`.
 """
@@ -106,7 +107,9 @@ class AcousticCodec(FramedAudioModule):
         """Check codes for `decode`; return them with padded frames set to code 0, and `lengths` (batch,)."""
         codes = torch.as_tensor(codes)
         if codes.ndim != 3:
-            raise ValueError(f"Codes must be (batch, levels, frames), got a {codes.ndim}-D tensor {tuple(codes.shape)}.")
+            raise ValueError(
+                f"Codes must be (batch, levels, frames), got a {codes.ndim}-D tensor {tuple(codes.shape)}."
+            )
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
             raise ValueError(f"Codes must be integer ids, got dtype {codes.dtype}.")
         batch_size, num_levels, num_frames = codes.shape

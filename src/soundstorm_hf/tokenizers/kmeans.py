@@ -78,7 +78,7 @@ class KMeansQuantizer(nn.Module):
         return sum(self.codebooks[level][ids[..., level]] for level in range(ids.shape[-1]))
 
     def save(self, directory: str | Path) -> None:
-        tensors = {f"level_{index}": centroids.detach().cpu().contiguous() for index, centroids in enumerate(self.codebooks)}
+        tensors = {f"level_{index}": table.detach().cpu().contiguous() for index, table in enumerate(self.codebooks)}
         save_file(tensors, str(Path(directory) / CENTROIDS_NAME))
 
     @classmethod

@@ -76,7 +76,10 @@ class OfflineMelCodec(FittedTokenizerMixin, AcousticCodec):
         seed: int = 0,
     ) -> OfflineMelCodec:
         """Learn the codebooks from mono waveforms `(samples,)` at `sampling_rate`; returns `self`."""
-        features = collect_features(lambda waveform: self.frontend(self._batch_waveform(waveform, None)[0])[0], waveforms, max_frames)
+        def extract(waveform: torch.Tensor) -> torch.Tensor:
+            return self.frontend(self._batch_waveform(waveform, None)[0])[0]  # (frames, mels)
+
+        features = collect_features(extract, waveforms, max_frames)
         self.quantizer = KMeansQuantizer.fit(features, codebook_size, num_levels, seed).to(self.device)
         return self
 

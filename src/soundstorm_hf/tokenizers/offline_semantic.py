@@ -64,7 +64,7 @@ class OfflineMfccTokenizer(FittedTokenizerMixin, SemanticTokenizer):
         return math.ceil(num_samples / self.hop_length)
 
     def features(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Zero-padded `waveform (batch, samples)` -> normalized MFCC features `(batch, frames, 3 * num_coefficients)`."""
+        """Zero-padded `waveform (batch, samples)` -> normalized features `(batch, frames, 3 * num_coefficients)`."""
         frame_lengths = (lengths + self.analysis_hop_length - 1) // self.analysis_hop_length
         cepstra = mfcc(self.frontend(waveform), self.num_coefficients)  # (batch, 50 Hz frames, coefficients)
         velocity = deltas(cepstra, frame_lengths)

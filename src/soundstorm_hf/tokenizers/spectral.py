@@ -20,7 +20,7 @@ LOG_FLOOR = 1e-5
 
 
 class LogMelSpectrogram(nn.Module):
-    """Waveform `(batch, samples)` -> log-magnitude mel frames `(batch, frames, num_mels)`, `frames = ceil(samples / hop)`.
+    """Waveform `(batch, samples)` -> log-magnitude mel frames `(batch, ceil(samples / hop_length), num_mels)`.
 
     Frame `t` is centred on sample `t * hop_length`.
     """
@@ -116,7 +116,7 @@ def mfcc(log_mel: torch.Tensor, num_coefficients: int) -> torch.Tensor:
 
 
 def deltas(features: torch.Tensor, lengths: torch.Tensor, width: int = 2) -> torch.Tensor:
-    """Regression deltas over +-`width` frames of `features (batch, frames, dim)`, clamped to each item's valid frames."""
+    """Regression deltas over +-`width` frames of `features (batch, frames, dim)`, within each item's valid frames."""
     num_frames = features.shape[1]
     time = torch.arange(num_frames, device=features.device)
     last = (lengths - 1).clamp(min=0)[:, None]  # (batch, 1)

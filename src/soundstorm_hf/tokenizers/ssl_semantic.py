@@ -36,13 +36,13 @@ class SSLKMeansTokenizer(TransformersBackedMixin, SemanticTokenizer):
     `(10, 3, 3, 3, 3, 2, 2)` and `(5, 2, 2, 2, 2, 2, 2)`), `n` samples give `f` frames by `f <- floor((f - k_i) / s_i)
     + 1` from `f = n`, i.e. `floor((n - 400) / 320) + 1` at 16 kHz; with w2v-BERT's filter banks (25 ms windows
     every 10 ms, stacked in pairs) `floor((floor((n - 400) / 160) + 1) / 2)`. Pooling then gives
-    `ceil(f / pooling)` (a last partial group averages the frames it has). Audio shorter than one frame (25 ms) is
-    rejected.
+    `ceil(f / pooling)` (a last partial group averages the frames it has). Audio too short for one frame (400
+    samples for the convolutional front ends, 720 for w2v-BERT) is rejected.
 
     Padding: models whose convolutional front end uses group normalization over time (HuBERT base, wav2vec 2.0
     base) cannot mask padding, so a batch is encoded one item at a time, which makes every item's tokens exactly its
-    own. Other models are run batched with an attention mask; an item's tokens then equal its tokens alone up to
-    float rounding (a near-tie between two centroids can rarely flip).
+    own. Other models are run batched with an attention mask, which gives an item its tokens alone up to float
+    rounding.
     """
 
     config_name = SEMANTIC_CONFIG_NAME
@@ -71,7 +71,9 @@ class SSLKMeansTokenizer(TransformersBackedMixin, SemanticTokenizer):
         self.model, self.layer, self.pooling = model.eval(), layer, pooling
         self.feature_extractor, self.quantizer = feature_extractor, quantizer
         self.model_source, self.model_revision = model_source, model_revision
-        self.sampling_rate = feature_extractor.sampling_rate if feature_extractor is not None else sampling_rate or 16000
+        if feature_extractor is not None:
+            sampling_rate = feature_extractor.sampling_rate
+        self.sampling_rate = sampling_rate or 16000
 
         if hasattr(config, "conv_kernel") and hasattr(config, "conv_stride"):
             self._convolutions = list(zip(config.conv_kernel, config.conv_stride))
@@ -162,9 +164,10 @@ class SSLKMeansTokenizer(TransformersBackedMixin, SemanticTokenizer):
                 return_tensors="pt",
             )
         else:
+            masks = [torch.ones_like(item, dtype=torch.long) for item in items]
             inputs = {
                 "input_values": torch.nn.utils.rnn.pad_sequence(items, batch_first=True),
-                "attention_mask": torch.nn.utils.rnn.pad_sequence([torch.ones_like(item) for item in items], batch_first=True).long(),
+                "attention_mask": torch.nn.utils.rnn.pad_sequence(masks, batch_first=True),
             }
         inputs = {
             key: value.to(self.device, self.model.dtype if value.is_floating_point() else value.dtype)

@@ -37,7 +37,7 @@ class TransformersCodec(TransformersBackedMixin, AcousticCodec):
         available = self.available_levels(config)
         self.num_levels = available if num_levels is None else num_levels
         if not 1 <= self.num_levels <= available:
-            raise ValueError(f"num_levels must be in [1, {available}] for this {config.model_type} model, got {num_levels}.")
+            raise ValueError(f"num_levels must be in [1, {available}] for this {config.model_type}, got {num_levels}.")
 
     @staticmethod
     def config_hop_length(config: PretrainedConfig) -> int:
@@ -63,7 +63,7 @@ class TransformersCodec(TransformersBackedMixin, AcousticCodec):
         waveform, num_frames = pad_to_whole_frames(waveform, self.hop_length)
         codes = self._encode(waveform[:, None].to(self.model.dtype))  # (batch, levels, frames)
         if codes.shape[-1] != num_frames:
-            raise RuntimeError(f"{type(self).__name__}: expected {num_frames} frames, the model gave {codes.shape[-1]}.")
+            raise RuntimeError(f"{type(self).__name__}: expected {num_frames} frames, got {codes.shape[-1]}.")
         return codes.long()
 
     @torch.inference_mode()
@@ -143,9 +143,8 @@ class EncodecCodec(TransformersCodec):
         super().__init__(model, num_levels, model_source, model_revision)
         # EnCodec encodes at one of its bandwidths: the smallest that yields enough levels, the rest is cut off.
         # Levels are residual, so a level's codes do not depend on how many levels follow it.
-        self._bandwidth = min(
-            b for b in config.target_bandwidths if model.quantizer.get_num_quantizers_for_bandwidth(b) >= self.num_levels
-        )
+        levels_at = model.quantizer.get_num_quantizers_for_bandwidth
+        self._bandwidth = min(b for b in config.target_bandwidths if levels_at(b) >= self.num_levels)
 
     @staticmethod
     def available_levels(config: PretrainedConfig) -> int:
@@ -220,7 +219,9 @@ def mimi_hop_length(config: PretrainedConfig) -> int:
     """Samples per Mimi frame (1920 for kyutai/mimi); Mimi configs give a frame rate, which must divide evenly."""
     hop_length = config.sampling_rate / config.frame_rate
     if hop_length != int(hop_length):
-        raise ValueError(f"Mimi frame rate {config.frame_rate} Hz is not a whole number of samples at {config.sampling_rate} Hz.")
+        raise ValueError(
+            f"Mimi frame rate {config.frame_rate} Hz is not a whole number of samples at {config.sampling_rate} Hz."
+        )
     return int(hop_length)
 
 
