@@ -22,6 +22,7 @@ from pathlib import Path
 import datasets
 from accelerate import PartialState
 from datasets import Audio, Dataset, IterableDataset
+from huggingface_hub import HfApi
 from transformers import HfArgumentParser
 
 from soundstorm_hf.data import (
@@ -239,11 +240,8 @@ def push_token_dataset(output_dir: Path, repo_id: str | None, private: bool = Fa
     """Push the token rows (parquet) and, beside them, the tokens json and any tokenizers saved in the dataset."""
     if not repo_id:
         raise ValueError("--push_to_hub needs --hub_dataset_id.")
-    from huggingface_hub import HfApi
-
     datasets.load_from_disk(str(output_dir)).push_to_hub(repo_id, private=private)
-    api = HfApi()
-    api.upload_folder(
+    HfApi().upload_folder(
         repo_id=repo_id,
         repo_type="dataset",
         folder_path=str(output_dir),

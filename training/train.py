@@ -12,6 +12,7 @@ from (`codec/`, `semantic_tokenizer/`, named by the model config), a model card 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -42,8 +43,11 @@ from soundstorm_hf.tokenizers import load_acoustic_codec, load_semantic_tokenize
 logger = logging.getLogger("train")
 CODEC_FOLDER, SEMANTIC_FOLDER = "codec", "semantic_tokenizer"
 CHECKPOINTS_FOLDER, CHECKPOINT_PREFIX, CHECKPOINT_STATE = "checkpoints", "checkpoint-", "trainer_state.json"
-# Config fields that may differ between a checkpoint and the run resuming it: they do not change the weights' meaning.
-RESUMABLE_CONFIG_CHANGES = {"codec_name_or_path", "semantic_tokenizer_name_or_path", "transformers_version"}
+# The config fields a checkpoint must share with the run resuming it: what the weights mean, not where files live.
+CHECKED_CONFIG_FIELDS = [
+    name for name in inspect.signature(SoundStormConfig.__init__).parameters
+    if name not in ("self", "kwargs", "codec_name_or_path", "semantic_tokenizer_name_or_path")
+]
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 
 
@@ -64,7 +68,7 @@ class DataArguments:
     eval_split_size: float = field(default=0.02, metadata={"help": "Held-out share (< 1) or row count (>= 1)."})
     max_frames: int = field(default=1500, metadata={"help": "Random crops of at most this many acoustic frames."})
     min_frames: int = field(default=25, metadata={"help": "Rows shorter than this (acoustic frames) are left out."})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "Resumption is exact only with 0."})
+    dataloader_num_workers: int = field(default=0)
 
 
 @dataclass
@@ -135,15 +139,26 @@ def length_filtered(dataset: datasets.Dataset, min_frames: int, name: str) -> tu
     return dataset, [lengths[index] for index in keep]
 
 
-def make_loader(dataset, lengths, collator, batch_size, max_frames, shuffle, seed, num_workers):
-    """A loader whose batches group rows of similar (cropped) length."""
+def make_loader(dataset, lengths, batch_size, max_frames, shuffle, seed, num_workers):
+    """A loader of lists of rows of similar (cropped) length; they are cropped and masked by `masked_batch`."""
     sampler = LengthGroupedBatchSampler([min(length, max_frames) for length in lengths], batch_size, shuffle, seed)
     return torch.utils.data.DataLoader(
         dataset.with_format("torch", columns=["semantic_ids", "acoustic_ids"]),
         batch_sampler=sampler,
-        collate_fn=collator,
+        collate_fn=list,
         num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds drawn here leave the global RNG alone
     )
+
+
+def masked_batch(collator: SoundStormDataCollator, rows: list[dict], seed: int, device) -> dict[str, torch.Tensor]:
+    """Crop, mask and pad `rows` with randomness drawn from `seed` alone.
+
+    Masks are drawn in the training loop, not in the loader, because Accelerate's loader prepares the next batch
+    ahead of time: masks drawn there from a running generator would depend on when the run was last resumed.
+    """
+    collator.generator.manual_seed(seed)
+    return {key: value.to(device) for key, value in collator(rows).items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,7 +178,7 @@ def build_config(model_args: ModelArguments, info: TokenDatasetInfo) -> SoundSto
 
 
 def comparable(config: SoundStormConfig) -> dict:
-    return {key: value for key, value in config.to_dict().items() if key not in RESUMABLE_CONFIG_CHANGES}
+    return {name: getattr(config, name) for name in CHECKED_CONFIG_FIELDS}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -230,14 +245,13 @@ def load_checkpoint(accelerator: Accelerator, path: Path, config: SoundStormConf
 def evaluate(model, loader, accelerator: Accelerator, collator: SoundStormDataCollator, seed: int) -> dict[str, float]:
     """Masked-token loss and accuracy on the held-out set, overall and per RVQ level.
 
-    The eval collator is re-seeded first, so every evaluation scores the same crops and masks.
+    Every evaluation scores the same crops and masks: they are drawn from `seed` and the batch index.
     """
     model.eval()
-    collator.generator.manual_seed(seed)
     num_levels = accelerator.unwrap_model(model).config.num_levels
     totals = torch.zeros(3, num_levels, device=accelerator.device)  # loss sum, correct, targets; per level
-    for batch in loader:
-        output = model(**batch)
+    for index, rows in enumerate(loader):
+        output = model(**masked_batch(collator, rows, hash((seed, accelerator.process_index, index)), accelerator.device))
         counts = output.level_num_targets.float()
         totals[0] += output.level_loss.nan_to_num() * counts
         totals[1] += output.level_accuracy.nan_to_num() * counts
@@ -421,11 +435,13 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
         num_warmup_steps=args.warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_steps * accelerator.num_processes,
     )
-    train_collator = SoundStormDataCollator(config, max_frames=data_args.max_frames)
-    eval_collator = SoundStormDataCollator(config, max_frames=data_args.max_frames, seed=args.seed)
-    train_loader = make_loader(dataset, lengths, train_collator, args.per_device_batch_size, data_args.max_frames, True, args.seed, data_args.dataloader_num_workers)
-    eval_loader = make_loader(eval_dataset, eval_lengths, eval_collator, args.per_device_batch_size, data_args.max_frames, False, args.seed, data_args.dataloader_num_workers)
-    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, eval_loader, scheduler)
+    collator = SoundStormDataCollator(config, max_frames=data_args.max_frames, seed=args.seed)
+    train_loader = make_loader(dataset, lengths, args.per_device_batch_size, data_args.max_frames, True, args.seed, data_args.dataloader_num_workers)
+    eval_loader = make_loader(eval_dataset, eval_lengths, args.per_device_batch_size, data_args.max_frames, False, args.seed, data_args.dataloader_num_workers)
+    train_sampler = train_loader.batch_sampler  # kept: accelerate's wrappers do not pass `set_epoch` on to it
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # Sharded across processes; rows stay on the CPU until `masked_batch` has made them a batch.
+    train_loader, eval_loader = (accelerator.prepare_data_loader(loader, device_placement=False) for loader in (train_loader, eval_loader))
     samples = SampleWriter(eval_dataset.select(range(min(args.num_audio_samples, len(eval_dataset)))), config, codec, args, data_args.max_frames)
 
     step = 0
@@ -443,10 +459,14 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
     model.train()
     metrics, running_loss, running_steps = {}, torch.zeros((), device=accelerator.device), 0
     while step < args.max_steps:
+        # The batch order depends on the epoch only, so a resumed run sees the same batches. Accelerate's loader
+        # re-applies its own epoch counter when iterated but does not reach a batch sampler under its wrappers: set both.
+        train_sampler.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_loader, batches_to_skip) if batches_to_skip else train_loader
-        loader.set_epoch(epoch)  # the batch order depends on the epoch only, so a resumed run sees the same batches
-        batches_to_skip = 0
-        for batch in loader:
+        loader.set_epoch(epoch)
+        skipped, batches_to_skip = batches_to_skip, 0
+        for index, rows in enumerate(loader, start=skipped):
+            batch = masked_batch(collator, rows, hash((args.seed, accelerator.process_index, epoch, index)), accelerator.device)
             with accelerator.accumulate(model):
                 output = model(**batch)
                 accelerator.backward(output.loss)
@@ -468,7 +488,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
                 running_loss.zero_()
                 running_steps = 0
             if step % args.eval_steps == 0 or step == args.max_steps:
-                metrics = evaluate(model, eval_loader, accelerator, eval_collator, args.seed)
+                metrics = evaluate(model, eval_loader, accelerator, collator, args.seed)
                 accelerator.log(metrics, step=step)
                 logger.info("step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
                 samples(accelerator, model, step)
@@ -479,7 +499,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
         epoch += 1
 
     if not metrics:  # resumed at max_steps: nothing was trained, but the card still needs figures
-        metrics = evaluate(model, eval_loader, accelerator, eval_collator, args.seed)
+        metrics = evaluate(model, eval_loader, accelerator, collator, args.seed)
     accelerator.wait_for_everyone()
     save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics)
     accelerator.end_training()
