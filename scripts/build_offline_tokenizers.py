@@ -3,7 +3,7 @@
     python scripts/build_offline_tokenizers.py --output-dir offline_tokenizers
 
 writes `offline_tokenizers/codec` (OfflineMelCodec) and `offline_tokenizers/semantic` (OfflineMfccTokenizer) and
-prints the log-mel distances quoted in `OfflineMelCodec`'s docstring. Takes about a minute on two CPU cores.
+prints the measurements quoted in their docstrings. Takes about a minute on two CPU cores.
 """
 
 from __future__ import annotations
@@ -74,12 +74,42 @@ def log_mel_distances(codec: OfflineMelCodec, waveforms: list[torch.Tensor], lev
     return rows
 
 
+def edit_distance(a: list[int], b: list[int]) -> float:
+    """Levenshtein distance between token sequences, normalized by the longer one."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1] / max(len(a), len(b))
+
+
+def token_distances(semantic: OfflineMfccTokenizer, voices: list[str]) -> tuple[float, float]:
+    """Mean normalized edit distance between the tokens of held-out sentences: (same sentence in different voices,
+    different sentences in the same voice). The smaller the first against the second, the less speaker in tokens."""
+    tokens = {
+        (sentence, voice): semantic.encode(waveform)[0].tolist()
+        for voice in voices
+        for sentence, waveform in zip(HELD_OUT_SENTENCES, render(HELD_OUT_SENTENCES, [voice], semantic.sampling_rate))
+    }
+    same_sentence, same_voice = [], []
+    for (sentence_a, voice_a), a in tokens.items():
+        for (sentence_b, voice_b), b in tokens.items():
+            if (sentence_a, voice_a) < (sentence_b, voice_b):
+                if sentence_a == sentence_b:
+                    same_sentence.append(edit_distance(a, b))
+                elif voice_a == voice_b:
+                    same_voice.append(edit_distance(a, b))
+    return sum(same_sentence) / len(same_sentence), sum(same_voice) / len(same_voice)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("offline_tokenizers"))
     parser.add_argument("--num-levels", type=int, default=8)
     parser.add_argument("--codebook-size", type=int, default=256)
-    parser.add_argument("--num-clusters", type=int, default=256)
+    parser.add_argument("--num-clusters", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -100,6 +130,11 @@ def main() -> None:
     print("levels  quantized  decoded-audio")
     for num_levels, quantized_error, decoded_error in log_mel_distances(codec, held_out, levels):
         print(f"{num_levels:>6}  {quantized_error:9.3f}  {decoded_error:13.3f}")
+    same_sentence, same_voice = token_distances(semantic, [HELD_OUT_VOICE, "en+f4"])
+    print(
+        f"semantic tokens, normalized edit distance on held-out sentences: same sentence, voices {HELD_OUT_VOICE} vs "
+        f"en+f4: {same_sentence:.2f}; different sentences, same voice: {same_voice:.2f}"
+    )
 
 
 if __name__ == "__main__":

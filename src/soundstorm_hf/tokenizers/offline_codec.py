@@ -27,14 +27,15 @@ class OfflineMelCodec(FittedTokenizerMixin, AcousticCodec):
     Padding: encoding is exact, a padded batch gives each item the codes it gets alone; decoding a padded batch
     matches decoding each item alone up to float rounding.
 
-    Reconstruction, fitted with `scripts/build_offline_tokenizers.py` (8 levels x 256 codes, espeak-ng voices
-    en+m3, en+f3, en-us+m1, en+f2; measured on held-out sentences in the unseen voice en+m5). Mean absolute
-    log-mel distance to the original, for the quantized frames / for the Griffin-Lim audio analysed again:
+    Reconstruction, measured by `scripts/build_offline_tokenizers.py`: fitted with the defaults (8 levels x 256
+    codes) on 237 s of espeak-ng speech (voices en+m3, en+f3, en-us+m1, en+f2), tested on four held-out sentences
+    in the unseen voice en+m5. Mean absolute difference of natural-log mel magnitudes to the original, for the
+    quantized frames and for the Griffin-Lim audio analysed again:
 
-    | levels         | 1    | 2    | 4    | 8    |
-    |----------------|------|------|------|------|
-    | quantized      | TODO | TODO | TODO | TODO |
-    | decoded audio  | TODO | TODO | TODO | TODO |
+    | levels        | 1     | 2     | 4     | 8     |
+    |---------------|-------|-------|-------|-------|
+    | quantized     | 0.608 | 0.509 | 0.409 | 0.312 |
+    | decoded audio | 0.645 | 0.554 | 0.468 | 0.389 |
     """
 
     config_name = CODEC_CONFIG_NAME

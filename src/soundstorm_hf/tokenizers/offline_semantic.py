@@ -27,6 +27,12 @@ class OfflineMfccTokenizer(FittedTokenizerMixin, SemanticTokenizer):
     loudness and part of the channel and speaker colouring.
 
     Padding: exact; a padded batch gives each item the tokens it gets alone.
+
+    What the tokens capture, measured by `scripts/build_offline_tokenizers.py` (128 clusters fitted on 237 s of
+    espeak-ng speech in four voices): the same audio always gives the same tokens and different words give clearly
+    different sequences, but the tokens are far from speaker-independent. On held-out sentences the normalized edit
+    distance between the tokens of one sentence spoken by two unseen voices (en+m5, en+f4) is 0.87, about that of two
+    different sentences in one voice (0.88).
     """
 
     config_name = SEMANTIC_CONFIG_NAME
@@ -74,7 +80,7 @@ class OfflineMfccTokenizer(FittedTokenizerMixin, SemanticTokenizer):
 
     @torch.inference_mode()
     def fit(
-        self, waveforms: Iterable, num_clusters: int = 256, max_frames: int | None = 200_000, seed: int = 0
+        self, waveforms: Iterable, num_clusters: int = 128, max_frames: int | None = 200_000, seed: int = 0
     ) -> OfflineMfccTokenizer:
         """Learn `num_clusters` centroids from mono waveforms `(samples,)` at `sampling_rate`; returns `self`."""
 
