@@ -51,6 +51,8 @@ def parse_args(argv=None):
     parser.add_argument("--ar-repeats", type=int, default=None, help="timed AR calls per cell (default --repeats)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--ar-warmup", type=int, default=None,
+                        help="AR warm-up calls per cell (default --warmup); 0 warms it on a 1-second call instead")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the decoding pass (static shapes)")
@@ -85,7 +87,8 @@ def main(argv=None):
         "machine": machine_info(device),
         "settings": {
             "preset": args.preset, "dtype": args.dtype, "compile": args.compile, "repeats": args.repeats,
-            "ar_repeats": ar_repeats, "warmup": args.warmup, "steps_per_level": steps,
+            "ar_repeats": ar_repeats, "warmup": args.warmup, "ar_warmup": args.ar_warmup,
+            "threads": torch.get_num_threads(), "argv": sys.argv[1:], "steps_per_level": steps,
             "soundstorm_parameters": model.num_parameters(),
             "ar_parameters": ar.num_parameters() if ar else None,
             "ar_config": {k: getattr(ar.config, k) for k in ("vocab_size", "hidden_size", "intermediate_size",
@@ -116,8 +119,13 @@ def main(argv=None):
 
             for w in range(args.warmup):
                 run_ss(w)
-                if run_ar:
+            ar_warmup = args.warmup if args.ar_warmup is None else args.ar_warmup
+            if run_ar:
+                for w in range(ar_warmup):
                     run_baseline(w)
+                if ar_warmup == 0:
+                    ar.generate(semantic[:, : config.num_semantic_frames(int(config.acoustic_frame_rate))],
+                                int(config.acoustic_frame_rate))
             passes.reset()
             ar.counter.reset() if ar else None
             ss_times, ss_mem, ar_times, ar_mem = [], [], [], []
