@@ -80,7 +80,7 @@ class FramedAudioModule(nn.Module, abc.ABC):
             raise ValueError(f"Waveform is empty (shape {tuple(waveform.shape)}).")
         waveform = waveform.to(self.device, torch.float32)
         lengths = _check_lengths(lengths, batch_size, num_samples, "samples", waveform.device)
-        valid = torch.arange(num_samples, device=waveform.device) < lengths[:, None]  # (batch, samples)
+        valid = length_mask(lengths, num_samples)  # (batch, samples)
         if not torch.isfinite(waveform[valid]).all():
             raise ValueError("Waveform contains NaN or infinite samples.")
         return waveform.where(valid, 0.0), lengths
@@ -119,7 +119,7 @@ class AcousticCodec(FramedAudioModule):
             raise ValueError(f"Codes have {num_levels} levels; this codec decodes 1 to {self.num_levels}.")
         codes = codes.to(self.device, torch.long)
         lengths = _check_lengths(lengths, batch_size, num_frames, "frames", codes.device)
-        valid = (torch.arange(num_frames, device=codes.device) < lengths[:, None])[:, None, :]  # (batch, 1, frames)
+        valid = length_mask(lengths, num_frames)[:, None, :]  # (batch, 1, frames)
         out_of_range = valid & ((codes < 0) | (codes >= self.codebook_size))
         if out_of_range.any():
             bad = codes[out_of_range]
@@ -134,8 +134,7 @@ class AcousticCodec(FramedAudioModule):
         num_samples = num_frames * self.hop_length
         audio = audio[:, :num_samples]
         audio = nn.functional.pad(audio, (0, num_samples - audio.shape[-1]))
-        valid = torch.arange(num_samples, device=audio.device) < (lengths * self.hop_length)[:, None]
-        return audio.where(valid, 0.0).float()
+        return audio.where(length_mask(lengths * self.hop_length, num_samples), 0.0).float()
 
 
 class SemanticTokenizer(FramedAudioModule):
@@ -171,9 +170,9 @@ def pad_to_whole_frames(waveform: torch.Tensor, hop_length: int) -> tuple[torch.
     return nn.functional.pad(waveform, (0, num_frames * hop_length - waveform.shape[-1])), num_frames
 
 
-def frame_mask(lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """`(batch, num_frames)` bool, True on the valid frames of each item."""
-    return torch.arange(num_frames, device=lengths.device) < lengths[:, None]
+def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """`(batch, size)` bool, True on the first `lengths[i]` positions of item `i`."""
+    return torch.arange(size, device=lengths.device) < lengths[:, None]
 
 
 # ----------------------------------------------------------------------------------------------------------------

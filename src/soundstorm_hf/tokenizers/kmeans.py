@@ -37,10 +37,6 @@ class KMeansQuantizer(nn.Module):
     def codebook_size(self) -> int:
         return self.codebooks[0].shape[0]
 
-    @property
-    def dim(self) -> int:
-        return self.codebooks[0].shape[1]
-
     @classmethod
     def fit(
         cls, features: torch.Tensor, codebook_size: int, num_levels: int = 1, seed: int = 0
@@ -114,17 +110,11 @@ def fitted(quantizer: KMeansQuantizer | None, owner: object) -> KMeansQuantizer:
     return quantizer
 
 
-def save_fitted(directory: str | Path, config_name: str, config: dict, quantizer: KMeansQuantizer) -> None:
-    """Write a fitted tokenizer: its json `config` and its centroids."""
-    write_tokenizer_config(directory, config_name, config)
-    quantizer.save(directory)
-
-
 class FittedTokenizerMixin:
     """`save_pretrained` / `from_pretrained` for a tokenizer made of a constructor config and a `quantizer`.
 
-    The class sets `config_name` (which json), `tokenizer_type` (its "type" in that json) and `init_config()` (the
-    constructor's keyword arguments besides the quantizer).
+    The folder holds the json (`config_name`, with `"type": tokenizer_type` and `init_config()`, the constructor's
+    keyword arguments besides the quantizer) and the centroids.
     """
 
     config_name: str
@@ -134,22 +124,17 @@ class FittedTokenizerMixin:
     def init_config(self) -> dict: ...
 
     def save_pretrained(self, directory: str | Path) -> None:
-        config = {"type": self.tokenizer_type, **self.init_config()}
-        save_fitted(directory, self.config_name, config, fitted(self.quantizer, self))
+        quantizer = fitted(self.quantizer, self)
+        write_tokenizer_config(directory, self.config_name, {"type": self.tokenizer_type, **self.init_config()})
+        quantizer.save(directory)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None, **kwargs):
         """Load from a folder or Hub repo written by `save_pretrained`; other keyword arguments override the config."""
         hub_kwargs, overrides = split_hub_kwargs(kwargs)
-        _, config, quantizer = load_fitted(name_or_path, cls.config_name, **hub_kwargs)
+        folder = local_folder(name_or_path, **hub_kwargs)
+        config = read_tokenizer_config(folder, cls.config_name)
+        if config is None:
+            raise ValueError(f"{name_or_path} has no {cls.config_name}: it was not saved by this package.")
         config.pop("type")
-        return cls(quantizer, **{**config, **overrides}).to(device or "cpu")
-
-
-def load_fitted(name_or_path: str | Path, config_name: str, **hub_kwargs) -> tuple[Path, dict, KMeansQuantizer]:
-    """Read back what `save_fitted` wrote, from a folder or a Hub repo: (local folder, config, quantizer)."""
-    folder = local_folder(name_or_path, **hub_kwargs)
-    config = read_tokenizer_config(folder, config_name)
-    if config is None:
-        raise ValueError(f"{name_or_path} has no {config_name}: it was not saved by this package's save_pretrained.")
-    return folder, config, KMeansQuantizer.load(folder)
+        return cls(KMeansQuantizer.load(folder), **{**config, **overrides}).to(device or "cpu")

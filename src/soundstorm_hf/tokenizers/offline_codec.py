@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .base import CODEC_CONFIG_NAME, AcousticCodec, frame_mask
+from .base import CODEC_CONFIG_NAME, AcousticCodec, length_mask
 from .kmeans import FittedTokenizerMixin, KMeansQuantizer, collect_features, fitted
 from .spectral import LogMelSpectrogram
 
@@ -97,7 +97,7 @@ class OfflineMelCodec(FittedTokenizerMixin, AcousticCodec):
         codes, lengths = self._check_codes(codes, lengths)
         log_mel = quantizer.decode(codes.transpose(1, 2))  # (batch, frames, mels)
         magnitude = self.frontend.to_magnitude(log_mel)  # (batch, freqs, frames)
-        magnitude = magnitude * frame_mask(lengths, codes.shape[-1])[:, None, :]  # padded frames stay silent
+        magnitude = magnitude * length_mask(lengths, codes.shape[-1])[:, None, :]  # padded frames stay silent
         audio = self.frontend.griffin_lim(magnitude, lengths, self.griffin_lim_iterations)
         return self._finish_audio(audio, lengths, codes.shape[-1])
 

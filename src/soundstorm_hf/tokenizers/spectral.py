@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
-from .base import frame_mask
+from .base import length_mask
 
 LOG_FLOOR = 1e-5
 
@@ -89,7 +89,7 @@ class LogMelSpectrogram(nn.Module):
         `lengths` (frames), so an item decodes the same alone or in a padded batch.
         """
         num_samples = magnitude.shape[-1] * self.hop_length
-        valid = torch.arange(num_samples, device=magnitude.device) < (lengths * self.hop_length)[:, None]
+        valid = length_mask(lengths * self.hop_length, num_samples)  # (batch, samples)
         phase = torch.ones_like(magnitude, dtype=torch.complex64)
         previous = torch.zeros_like(phase)
         for _ in range(num_iterations):
@@ -131,7 +131,7 @@ def deltas(features: torch.Tensor, lengths: torch.Tensor, width: int = 2) -> tor
 
 def normalize_per_utterance(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance per item and dimension over the valid frames of `features (batch, frames, dim)`."""
-    mask = frame_mask(lengths, features.shape[1])[..., None].to(features.dtype)  # (batch, frames, 1)
+    mask = length_mask(lengths, features.shape[1])[..., None].to(features.dtype)  # (batch, frames, 1)
     count = lengths[:, None, None].to(features.dtype)
     mean = (features * mask).sum(1, keepdim=True) / count
     variance = (((features - mean) * mask) ** 2).sum(1, keepdim=True) / count
@@ -148,7 +148,7 @@ def pool_frames(features: torch.Tensor, lengths: torch.Tensor, factor: int) -> t
         return features, lengths
     batch_size, num_frames, dim = features.shape
     num_groups = math.ceil(num_frames / factor)
-    mask = frame_mask(lengths, num_frames)[..., None].to(features.dtype)  # (batch, frames, 1)
+    mask = length_mask(lengths, num_frames)[..., None].to(features.dtype)  # (batch, frames, 1)
     padding = (0, 0, 0, num_groups * factor - num_frames)
     sums = nn.functional.pad(features * mask, padding).view(batch_size, num_groups, factor, dim).sum(2)
     counts = nn.functional.pad(mask, padding).view(batch_size, num_groups, factor, 1).sum(2)
