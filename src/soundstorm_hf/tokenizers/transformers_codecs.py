@@ -199,20 +199,22 @@ class MimiCodec(TransformersCodec):
         self, codes: torch.Tensor, lengths: torch.Tensor | None = None, semantic_codes: torch.Tensor | None = None
     ) -> torch.Tensor:
         """As `AcousticCodec.decode`; `semantic_codes (batch, frames)` are Mimi's codebook 0 for the same frames."""
-        codes, lengths = self._check_codes(codes, lengths)
         if semantic_codes is None:
-            latents = self.model.quantizer.acoustic_residual_vector_quantizer.decode(codes)
-            audio = self.model.decoder(latents).audio_values
-        else:
-            semantic_codes = torch.as_tensor(semantic_codes, device=codes.device)
-            if semantic_codes.shape != (codes.shape[0], codes.shape[-1]):
-                raise ValueError(
-                    f"semantic_codes must be (batch, frames) = {(codes.shape[0], codes.shape[-1])}, "
-                    f"got {tuple(semantic_codes.shape)}."
-                )
-            semantic_codes, _ = self._check_codes(semantic_codes[:, None], lengths)  # (batch, 1, frames)
-            audio = self.model.decode(torch.cat([semantic_codes, codes], dim=1)).audio_values
-        return self._finish_audio(audio[:, 0], lengths, codes.shape[-1])
+            return super().decode(codes, lengths)
+        codes, lengths = self._check_codes(codes, lengths)
+        semantic_codes = torch.as_tensor(semantic_codes, device=codes.device)
+        if semantic_codes.shape != (codes.shape[0], codes.shape[-1]):
+            raise ValueError(
+                f"semantic_codes must be (batch, frames) = {(codes.shape[0], codes.shape[-1])}, "
+                f"got {tuple(semantic_codes.shape)}."
+            )
+        semantic_codes, _ = self._check_codes(semantic_codes[:, None], lengths)  # (batch, 1, frames)
+        audio = self.model.decode(torch.cat([semantic_codes, codes], dim=1)).audio_values[:, 0]
+        return self._finish_audio(audio, lengths, codes.shape[-1])
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        latents = self.model.quantizer.acoustic_residual_vector_quantizer.decode(codes)  # acoustic share only
+        return self.model.decoder(latents).audio_values[:, 0]
 
 
 def mimi_hop_length(config: PretrainedConfig) -> int:
