@@ -3,7 +3,7 @@
     python scripts/build_offline_tokenizers.py --output-dir offline_tokenizers
 
 writes `offline_tokenizers/codec` (OfflineMelCodec) and `offline_tokenizers/semantic` (OfflineMfccTokenizer) and
-prints the measurements quoted in their docstrings. Takes about a minute on two CPU cores.
+prints the measurements quoted in their docstrings. Takes one to two minutes on two CPU cores.
 """
 
 from __future__ import annotations
