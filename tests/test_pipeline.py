@@ -21,7 +21,7 @@ def speech():
 
 
 @pytest.fixture(scope="module")
-def tokenizers(speech):
+def tokenizers(speech, single_threaded_sklearn):
     import soxr
 
     corpus = [soxr.resample(wave, rate, 16000) for wave, rate in speech.values()]

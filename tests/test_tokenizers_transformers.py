@@ -357,3 +357,35 @@ def test_ssl_checkpoint_alone_is_not_a_tokenizer(checkpoint):
         SSLKMeansTokenizer.from_pretrained(checkpoint("hubert"), layer=4)
     with pytest.raises(ValueError, match="'hubert' checkpoint"):
         load_acoustic_codec(checkpoint("hubert"))
+
+
+# (codec checkpoint, semantic tokenizer): every adapter through the pipeline, save and reload included.
+PIPELINES = [("dac", "hubert"), ("encodec", "hubert"), ("mimi", "mimi")]
+
+
+@pytest.mark.parametrize("codec_name, semantic_name", PIPELINES)
+def test_round_trip_through_the_pipeline(checkpoint, espeak_speech, tmp_path, codec_name, semantic_name):
+    from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
+    from soundstorm_hf.pipeline import SoundStormPipeline
+
+    codec = load_acoustic_codec(checkpoint(codec_name), **({"num_levels": 2} if codec_name != "dac" else {}))
+    if semantic_name == "mimi":
+        semantic = MimiSemanticTokenizer(codec.model, model_source=codec.model_source)
+    else:
+        semantic = SSLKMeansTokenizer.from_pretrained(checkpoint(semantic_name), layer=2, pooling=2)
+        semantic.fit([espeak_speech(text) for text in TEXTS], num_clusters=8, max_frames=1000)
+    config = SoundStormConfig.from_preset(
+        "tiny", num_levels=codec.num_levels, codebook_size=codec.codebook_size, semantic_vocab_size=semantic.vocab_size,
+        acoustic_frame_rate=codec.frame_rate, semantic_frame_rate=semantic.frame_rate, max_frames=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    SoundStormPipeline(SoundStormForConditionalGeneration(config), codec, semantic).save_pretrained(tmp_path)
+    pipe = SoundStormPipeline.from_pretrained(tmp_path)
+    assert (type(pipe.codec), type(pipe.semantic_tokenizer)) == (type(codec), type(semantic))
+
+    content, prompt = espeak_speech(TEXTS[1], "en+m3", 22050), espeak_speech(TEXTS[0], "en+f3", 22050)
+    output = pipe((content, 22050), voice_prompt=(prompt, 22050), seed=0)
+    assert output["sampling_rate"] == codec.sampling_rate
+    expected = len(content) * codec.sampling_rate / 22050
+    tolerance = 2 * codec.hop_length * config.semantic_upsampling  # tokenizers round lengths to their own frames
+    assert abs(len(output["audio"]) - expected) <= tolerance and torch.isfinite(torch.as_tensor(output["audio"])).all()

@@ -10,7 +10,14 @@ import torch
 
 from .audio import load_audio, prepare_waveform
 from .modeling_soundstorm import SoundStormForConditionalGeneration
-from .tokenizers import AcousticCodec, SemanticTokenizer, load_acoustic_codec, load_semantic_tokenizer
+from .tokenizers import (
+    AcousticCodec,
+    MimiCodec,
+    MimiSemanticTokenizer,
+    SemanticTokenizer,
+    load_acoustic_codec,
+    load_semantic_tokenizer,
+)
 from .tokenizers.base import local_folder
 
 CODEC_SUBFOLDER = "codec"
@@ -164,7 +171,11 @@ class SoundStormPipeline:
         if voice_prompt is not None:
             prompt_codes, prompt_semantic = self._encode_prompt(voice_prompt, prompt_sampling_rate)
         codes = self.generate_codes(semantic_ids, prompt_codes, prompt_semantic, **generate_kwargs)
-        waveform = self.codec.decode(codes[None])[0]
+        decode_kwargs = {}
+        if isinstance(self.codec, MimiCodec) and isinstance(self.semantic_tokenizer, MimiSemanticTokenizer):
+            # Mimi's decoder adds its semantic codebook to the acoustic ones: here they are the content's tokens.
+            decode_kwargs["semantic_codes"] = semantic_ids[None, : codes.shape[-1]]
+        waveform = self.codec.decode(codes[None], **decode_kwargs)[0]
         num_samples = round(content.shape[-1] * self.codec.sampling_rate / self.semantic_tokenizer.sampling_rate)
         return {"audio": waveform[:num_samples].cpu().numpy(), "sampling_rate": self.codec.sampling_rate}
 
