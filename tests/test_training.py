@@ -6,7 +6,6 @@ offline tokenizers, starting Python with torch) happen a handful of times.
 
 import csv
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -78,11 +77,11 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def prepare_arguments(corpus: Path, output_dir: Path, **overrides):
-    return prepare_dataset.PrepareArguments(
+    arguments = dict(
         dataset_name=str(corpus), output_dir=str(output_dir), fit_tokenizers=True, fit_num_examples=32,
         codec_num_levels=4, codec_codebook_size=32, semantic_num_clusters=32, shard_size=12, batch_size=12,
-        **overrides,
     )
+    return prepare_dataset.PrepareArguments(**{**arguments, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +159,16 @@ def test_prepare_rerun_continues_where_it_stopped(tokens, corpus):
     before = (output_dir / "soundstorm_tokens.json").stat().st_mtime_ns
     prepare_dataset.main(prepare_arguments(corpus, output_dir))  # finished: nothing is redone
     assert (output_dir / "soundstorm_tokens.json").stat().st_mtime_ns == before
+
+
+def test_prepare_streaming_gives_the_same_tokens(tokens, corpus, tmp_path):
+    output_dir, _ = tokens
+    arguments = prepare_arguments(corpus, tmp_path, streaming=True, fit_tokenizers=False,
+                                  codec=str(output_dir / "codec"), semantic_tokenizer=str(output_dir / "semantic_tokenizer"))
+    prepare_dataset.main(arguments)
+    streamed, prepared = datasets.load_from_disk(str(tmp_path)), datasets.load_from_disk(str(output_dir))
+    assert streamed["acoustic_ids"] == prepared["acoustic_ids"] and streamed["semantic_ids"] == prepared["semantic_ids"]
+    assert TokenDatasetInfo.load(tmp_path).dropped == TokenDatasetInfo.load(output_dir).dropped
 
 
 def test_training_learns_saves_and_the_folder_generates(trained):

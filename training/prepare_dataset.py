@@ -166,7 +166,8 @@ def tokenize_shard(rows: IterableDataset, tokenizer: AudioTokenizer, features, b
         dropped={reason: reasons[reason] for reason in DROP_REASONS if reasons[reason]},
         hours=sum(row["duration"] for row in kept) / 3600,
     )
-    return Dataset.from_list(kept, features=features), report
+    columns = {name: [row[name] for row in kept] for name in features}  # from_list loses the schema when empty
+    return Dataset.from_dict(columns, features=features), report
 
 
 def main(args: PrepareArguments) -> None:
