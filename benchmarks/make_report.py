@@ -137,6 +137,25 @@ def plot(generation: list[dict], out: Path) -> bool:
     return True
 
 
+NOTES = [
+    "- The machine's 2 cores were shared with other jobs (load average 2-5), and the runs above overlapped one "
+    "another: absolute times are noisy (e.g. SoundStorm 5 s x1 took 3.5-6.3 s depending on the run). Ratios are "
+    "from alternating calls in one process and are the figures to trust. 1 torch thread everywhere (more threads "
+    "than free cores made timings erratic).",
+    "- Only the cells shown were measured; nothing is extrapolated. Not measured (too long on this CPU within the "
+    "time box): the AR baseline at 30 s and 60 s and at batch 8; SoundStorm batch 8 at 10, 30 and 60 s; the "
+    "`paper` preset (needs a GPU: `--preset paper --device cuda --dtype bf16 --compile`).",
+    "- 60 s is generated in one window with `max_frames` raised to 3000 (the presets stop at 1500 = 30 s); "
+    "the package has no windowed-generation helper yet.",
+    "- Memory is the peak RSS increase during a call (glibc mmap threshold pinned so freed tensors return to the "
+    "OS). `bench_soundstorm_pytorch.py` does not pin it, so its soundstorm-hf column (0 MiB) reuses memory freed "
+    "by earlier calls and is not meaningful; soundstorm-pytorch's larger figures are increases past that.",
+    "- The before/after edits give bit-identical outputs; the profile puts what they remove at about 1% of a "
+    "pass (matmuls are ~55-70% and attention ~15-35% of decoding time), so the 1.15x / 1.8x above are machine "
+    "noise, not the edits' effect.",
+]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -151,6 +170,7 @@ def main(argv=None):
     lines += ["", "## Training throughput", ""] + training_table(load(d, "training.json"))
     lines += ["", "## Decoder speed edits, before and after", ""] + optimization_table(
         load(d, "decoder_optimizations.json"))
+    lines += ["", "## Notes", "", *NOTES]
     d.mkdir(parents=True, exist_ok=True)
     (d / "RESULTS.md").write_text("\n".join(lines) + "\n")
     plotted = bool(generation) and plot(generation, d / "generation.png")
