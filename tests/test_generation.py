@@ -178,3 +178,28 @@ def test_generation_config_round_trip(tmp_path):
     loaded = SoundStormGenerationConfig.from_pretrained(tmp_path)
     assert (loaded.steps_per_level, loaded.temperature, loaded.choice_temperature, loaded.top_p) == ([8, 1], 0.8, 2.0, 0.9)
     assert loaded.check(2) == [8, 1]
+
+
+def test_long_sequences_are_generated_window_by_window():
+    torch.manual_seed(0)
+    model = SoundStormForConditionalGeneration(SoundStormConfig.from_preset("tiny", max_frames=40)).eval()
+    calls = []
+    original = model.generate
+
+    def record(semantic_ids, prompt_ids=None, num_frames=None, **kwargs):
+        codes = original(semantic_ids, prompt_ids=prompt_ids, num_frames=num_frames, **kwargs)
+        calls.append((num_frames, prompt_ids, codes))
+        return codes
+
+    model.generate = record
+    prompt = torch.randint(0, 32, (4, 30))
+    codes = model.generate_long(
+        semantic(1, 200)[0], prompt_ids=prompt, prompt_semantic_ids=semantic(1, 30, seed=5)[0], context_frames=10, seed=0
+    )
+    assert codes.shape == (4, 200) and (codes < 32).all()
+    assert all(frames <= 40 for frames, _, _ in calls) and len(calls) == 7  # 30 new frames per window
+    assert torch.equal(calls[0][1][0], prompt[:, -10:]), "the first window continues the voice prompt"
+    for (_, _, previous), (_, prompt_ids, _) in zip(calls, calls[1:]):
+        assert torch.equal(prompt_ids[0], previous[0, :, -10:]), "each window continues the one before"
+    with pytest.raises(ValueError, match="aligned"):
+        model.generate_long(semantic(1, 20)[0], prompt_ids=prompt, prompt_semantic_ids=semantic(1, 20)[0])

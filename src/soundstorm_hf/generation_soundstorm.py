@@ -258,6 +258,82 @@ class MaskGitDecodingMixin:
             return SoundStormGenerateOutput(sequences=codes, trace=trace)
         return codes
 
+    def generate_long(
+        self,
+        semantic_ids: torch.LongTensor,
+        prompt_ids: torch.LongTensor | None = None,
+        prompt_semantic_ids: torch.LongTensor | None = None,
+        context_frames: int = 150,
+        **kwargs,
+    ) -> torch.LongTensor:
+        r"""
+        Codes of one sequence of any length, generated in windows of at most `max_frames` frames.
+
+        Each window is prompted by the last `context_frames` of what comes before it (the voice prompt, then the
+        previous window's output) and fills the rest with new frames, as the paper does for long audio; memory
+        stays that of one window and time grows linearly with length. Windows start on semantic-token boundaries
+        so that both streams stay aligned.
+
+        Args:
+            semantic_ids (`torch.LongTensor` of shape `(semantic_frames,)`): content of the new audio only.
+            prompt_ids (`torch.LongTensor` of shape `(levels, prompt_frames)`, *optional*): voice prompt codes.
+            prompt_semantic_ids (`torch.LongTensor` of shape `(prompt_semantic_frames,)`, *optional*): the
+                prompt's semantic tokens, aligned to `prompt_ids`.
+            context_frames (`int`): frames of context prompting each window (at most half a window).
+            kwargs: passed to `generate` for every window (e.g. `seed`, `temperature`).
+
+        Returns:
+            `torch.LongTensor` of shape `(levels, frames)`: the new frames only.
+        """
+        config = self.config
+        ratio = config.semantic_upsampling
+        step, tokens_per_step = ratio.numerator, ratio.denominator  # frames / semantic tokens per aligned unit
+        device = self.device
+        semantic_ids = torch.as_tensor(semantic_ids, device=device)
+        if semantic_ids.ndim != 1:
+            raise ValueError(f"`semantic_ids` must have shape (semantic_frames,), got {tuple(semantic_ids.shape)}.")
+        if (prompt_ids is None) != (prompt_semantic_ids is None):
+            raise ValueError("Pass `prompt_ids` and `prompt_semantic_ids` together.")
+        total_units = semantic_ids.shape[0] // tokens_per_step
+        max_units = config.max_frames // step
+        if total_units == 0:
+            raise ValueError("Nothing to generate: `semantic_ids` covers no whole acoustic frame.")
+        if max_units < 2:
+            raise ValueError(f"`max_frames` ({config.max_frames}) cannot hold a context and new frames of {step}.")
+        context_units = max(1, min(context_frames // step, max_units // 2))
+
+        history = torch.empty(config.num_levels, 0, dtype=torch.long, device=device)  # (levels, frames)
+        history_semantic = semantic_ids[:0]
+        if prompt_ids is not None:
+            history = torch.as_tensor(prompt_ids, device=device)
+            history_semantic = torch.as_tensor(prompt_semantic_ids, device=device)
+            if history.ndim != 2 or history_semantic.ndim != 1:
+                raise ValueError("`prompt_ids` must be (levels, frames) and `prompt_semantic_ids` (semantic_frames,).")
+            if history.shape[-1] * tokens_per_step != history_semantic.shape[0] * step:
+                raise ValueError(
+                    f"The prompt's {history.shape[-1]} frames and {history_semantic.shape[0]} semantic tokens are not "
+                    "aligned: cut both to whole semantic units."
+                )
+        windows, done_units = [], 0
+        while done_units < total_units:
+            context = min(history.shape[-1] // step, context_units)
+            new_units = min(max_units - context, total_units - done_units)
+            window_semantic = torch.cat(
+                [
+                    history_semantic[history_semantic.shape[0] - context * tokens_per_step :],
+                    semantic_ids[done_units * tokens_per_step : (done_units + new_units) * tokens_per_step],
+                ]
+            )
+            prompt = history[None, :, history.shape[-1] - context * step :] if context else None
+            codes = self.generate(
+                window_semantic[None], prompt_ids=prompt, num_frames=(context + new_units) * step, **kwargs
+            )
+            codes = codes.sequences if isinstance(codes, SoundStormGenerateOutput) else codes
+            history, history_semantic = codes[0, :, context * step :], window_semantic[context * tokens_per_step :]
+            windows.append(history)
+            done_units += new_units
+        return torch.cat(windows, dim=-1)
+
     def _resolve_num_frames(self, semantic_ids, attention_mask, num_frames) -> int:
         if num_frames is None and attention_mask is not None:
             num_frames = attention_mask.shape[-1]

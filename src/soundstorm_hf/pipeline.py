@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +169,8 @@ class SoundStormPipeline:
         prompt_codes = prompt_semantic = None
         if voice_prompt is not None:
             prompt_codes, prompt_semantic = self._encode_prompt(voice_prompt, prompt_sampling_rate)
-        codes = self.generate_codes(semantic_ids, prompt_codes, prompt_semantic, **generate_kwargs)
+        context_frames = round(self.context_seconds * self.model.config.acoustic_frame_rate)
+        codes = self.model.generate_long(semantic_ids, prompt_codes, prompt_semantic, context_frames, **generate_kwargs)
         decode_kwargs = {}
         if isinstance(self.codec, MimiCodec) and isinstance(self.semantic_tokenizer, MimiSemanticTokenizer):
             # Mimi's decoder adds its semantic codebook to the acoustic ones: here they are the content's tokens.
@@ -179,59 +179,10 @@ class SoundStormPipeline:
         num_samples = round(content.shape[-1] * self.codec.sampling_rate / self.semantic_tokenizer.sampling_rate)
         return {"audio": waveform[:num_samples].cpu().numpy(), "sampling_rate": self.codec.sampling_rate}
 
-    def generate_codes(
-        self,
-        semantic_ids: torch.Tensor,
-        prompt_codes: torch.Tensor | None = None,
-        prompt_semantic_ids: torch.Tensor | None = None,
-        **generate_kwargs,
-    ) -> torch.Tensor:
-        """Codes `(levels, frames)` for `semantic_ids (semantic frames,)`, continuing the prompt, window by window.
-
-        Each window holds at most `max_frames`: a context (the prompt, or the end of what was generated) and new
-        frames; windows start on semantic-token boundaries so that both streams stay aligned.
-        """
-        config = self.model.config
-        ratio: Fraction = config.semantic_upsampling
-        step = ratio.numerator  # frames per aligned unit; `ratio.denominator` semantic tokens per unit
-        device = self.model.device
-        semantic_ids = semantic_ids.to(device)
-        total_units = semantic_ids.shape[0] // ratio.denominator
-        if total_units == 0:
-            raise ValueError("The content audio is too short to hold one acoustic frame.")
-        max_units = config.max_frames // step
-        if max_units < 2:
-            raise ValueError(f"`max_frames` ({config.max_frames}) is too small to window: it must hold 2 x {step} frames.")
-        context_units = max(1, min(round(self.context_seconds * config.acoustic_frame_rate) // step, max_units // 2))
-
-        history = torch.empty(config.num_levels, 0, dtype=torch.long, device=device)  # (levels, frames)
-        history_semantic = semantic_ids[:0]
-        if prompt_codes is not None:
-            history, history_semantic = prompt_codes.to(device), prompt_semantic_ids.to(device)
-        generated, done_units = [], 0
-        while done_units < total_units:
-            context = min(history.shape[-1] // step, context_units)
-            new_units = min(max_units - context, total_units - done_units)
-            window_semantic = torch.cat(
-                [
-                    history_semantic[history_semantic.shape[0] - context * ratio.denominator :],
-                    semantic_ids[done_units * ratio.denominator : (done_units + new_units) * ratio.denominator],
-                ]
-            )
-            prompt = history[:, history.shape[-1] - context * step :][None] if context else None
-            codes = self.model.generate(
-                window_semantic[None], prompt_ids=prompt, num_frames=(context + new_units) * step, **generate_kwargs
-            )[0]
-            new_codes = codes[:, context * step :]
-            generated.append(new_codes)
-            history, history_semantic = new_codes, window_semantic[context * ratio.denominator :]
-            done_units += new_units
-        return torch.cat(generated, dim=-1)
-
     def _encode_prompt(self, voice_prompt, sampling_rate) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes `(levels, frames)` and semantic ids of the prompt, cut to whole semantic units.
 
-        `generate_codes` prompts with the last `context_seconds` of it.
+        Generation is prompted with the last `context_seconds` of it.
         """
         config = self.model.config
         ratio = config.semantic_upsampling
