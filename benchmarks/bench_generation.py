@@ -6,9 +6,12 @@ wall time, real-time factor (wall / audio seconds of one row), forward passes an
 `max_memory_allocated` increase; CPU: peak RSS increase sampled by a thread, with glibc's mmap threshold
 pinned so freed tensors go back to the OS; see `common.PeakRSS`).
 
-CPU (what was run here):
-    python benchmarks/bench_generation.py --preset small --durations 5 10 30 60 --batch-sizes 1 8 \
-        --ar-durations 5 10 30 --ar-batch-sizes 1 8
+CPU (what was run for results/, on the 2-core machine):
+    python benchmarks/bench_generation.py --preset small --windowed --durations 5 10 30 60 120 --batch-sizes 1 8 \
+        --skip 30:8 60:8 120:8 --ar-durations 5 10 30 --ar-repeats 1 --ar-warmup 0 --repeats 3 --threads 2
+    python benchmarks/bench_generation.py --preset small --windowed --time-only --durations 5 10 30 60 120 \
+        --batch-sizes 1 8 --skip 30:8 60:8 120:8 --ar-durations --repeats 3 --threads 2 \
+        --out benchmarks/results/generation_time_only.json
 GPU (the paper's 350M model; not run on this project's CPU-only machines):
     python benchmarks/bench_generation.py --preset paper --device cuda --dtype bf16 --compile \
         --durations 5 10 30 60 --batch-sizes 1 8 --ar-durations 5 10 30 60 --ar-batch-sizes 1 8
@@ -20,23 +23,16 @@ static KV cache and a compiled forward.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, set_threads, timed, write_json  # noqa: E402
+from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, pin_malloc_and_reexec, set_threads, timed, write_json  # noqa: E402
 from models import AutoregressiveBaseline, ForwardCounter, build_soundstorm, soundstorm_config  # noqa: E402
-
-
-def pin_malloc_and_reexec():
-    """Re-executes once with glibc's mmap threshold fixed, so that RSS follows tensor memory (CPU only)."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def parse_args(argv=None):
@@ -58,19 +54,26 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true", help="torch.compile the decoding pass (static shapes)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--first-level-steps", type=int, default=16)
+    parser.add_argument("--time-only", action="store_true",
+                        help="no memory tracking: glibc's pinned mmap threshold and the RSS sampling thread slow CPU "
+                             "runs down, so clean wall times come from a run with this flag")
+    parser.add_argument("--windowed", action="store_true",
+                        help="keep the preset's max_frames and generate longer audio with `generate_long` "
+                             "(windows prompted by the previous one's last 3 s; batch 1 only)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "generation.json")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.device == "cpu":
+    if args.device == "cpu" and not args.time_only:
         pin_malloc_and_reexec()
+    measure_memory = untracked_memory if args.time_only else (lambda: peak_memory(device))
     set_threads(args.threads)
     dtype = parse_dtype(args.dtype)
     device = args.device
     max_seconds = max(args.durations)
-    config = soundstorm_config(args.preset, max_seconds)
+    config = soundstorm_config(args.preset, max_seconds, windowed=args.windowed)
     model = build_soundstorm(config, device, dtype)
     steps = [args.first_level_steps] + [1] * (config.num_levels - 1)
     passes = ForwardCounter(model.model)
@@ -87,6 +90,7 @@ def main(argv=None):
         "machine": machine_info(device),
         "settings": {
             "preset": args.preset, "dtype": args.dtype, "compile": args.compile, "repeats": args.repeats,
+            "time_only": args.time_only, "windowed": args.windowed,
             "ar_repeats": ar_repeats, "warmup": args.warmup, "ar_warmup": args.ar_warmup,
             "threads": torch.get_num_threads(), "argv": sys.argv[1:], "steps_per_level": steps,
             "soundstorm_parameters": model.num_parameters(),
@@ -111,7 +115,14 @@ def main(argv=None):
                                      generator=gen).to(device)
             run_ar = ar is not None and seconds in args.ar_durations and batch in args.ar_batch_sizes
 
+            windowed = num_frames > config.max_frames
+            if windowed and batch != 1:
+                continue  # generate_long takes one sequence
+
             def run_ss(seed):
+                if windowed:
+                    codes = model.generate_long(semantic[0], context_frames=150, steps_per_level=steps, seed=seed)
+                    return codes[None, :, :num_frames]
                 return model.generate(semantic, num_frames=num_frames, steps_per_level=steps, seed=seed)
 
             def run_baseline(seed):
@@ -132,21 +143,21 @@ def main(argv=None):
             ss_passes = ar_passes = None
             for r in range(max(args.repeats, ar_repeats if run_ar else 0)):
                 if r < args.repeats:
-                    with peak_memory(device) as mem:
+                    with measure_memory() as mem:
                         t, codes = timed(lambda: run_ss(100 + r), device)
                     assert codes.shape == (batch, config.num_levels, num_frames)
                     ss_times.append(t)
                     ss_mem.append(mem["peak_mib"])
                     ss_passes = passes.reset()
                 if run_ar and r < ar_repeats:
-                    with peak_memory(device) as mem:
+                    with measure_memory() as mem:
                         t, codes = timed(lambda: run_baseline(100 + r), device)
                     assert codes.shape == (batch, config.num_levels, num_frames)
                     ar_times.append(t)
                     ar_mem.append(mem["peak_mib"])
                     ar_passes = ar.counter.reset()
             cell = {
-                "seconds": seconds, "batch": batch, "frames": num_frames,
+                "seconds": seconds, "batch": batch, "frames": num_frames, "windowed": windowed,
                 "soundstorm": summarize(ss_times, ss_mem, ss_passes, seconds, batch),
                 "memory_kind": mem["memory_kind"],
             }
@@ -162,22 +173,31 @@ def main(argv=None):
     return results
 
 
+@contextmanager
+def untracked_memory():
+    yield {"peak_mib": None, "memory_kind": "not measured (--time-only)"}
+
+
 def summarize(times, mems, passes, seconds, batch):
     wall = median(times)
     return {
         "median_s": wall, "times_s": times, "rtf": wall / seconds,
         "audio_s_per_s": seconds * batch / wall, "forward_passes": passes,
-        "peak_mib": median(mems), "peaks_mib": mems,
+        "peak_mib": None if None in mems else median(mems), "peaks_mib": mems,
     }
+
+
+def fmt_mib(value):
+    return "memory not measured" if value is None else f"{value:.0f} MiB"
 
 
 def format_cell(cell):
     text = (f"{cell['seconds']:>5.0f}s x{cell['batch']}: soundstorm {cell['soundstorm']['median_s']:.3f}s "
             f"(rtf {cell['soundstorm']['rtf']:.3f}, {cell['soundstorm']['forward_passes']} passes, "
-            f"{cell['soundstorm']['peak_mib']:.0f} MiB)")
+            f"{fmt_mib(cell['soundstorm']['peak_mib'])})")
     if "autoregressive" in cell:
         text += (f" | AR {cell['autoregressive']['median_s']:.2f}s ({cell['autoregressive']['forward_passes']} passes,"
-                 f" {cell['autoregressive']['peak_mib']:.0f} MiB) ratio {cell['ar_over_soundstorm']:.1f}x")
+                 f" {fmt_mib(cell['autoregressive']['peak_mib'])}) ratio {cell['ar_over_soundstorm']:.1f}x")
     return text
 
 

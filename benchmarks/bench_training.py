@@ -12,7 +12,6 @@ GPU: add `--device cuda --dtype bf16` (bf16 autocast; fp32 master weights).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,16 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, set_threads, timed, write_json  # noqa: E402
+from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, pin_malloc_and_reexec, set_threads, timed, write_json  # noqa: E402
 from models import AutoregressiveBaseline, soundstorm_config  # noqa: E402
 
 from soundstorm_hf import SoundStormDataCollator, SoundStormForConditionalGeneration  # noqa: E402
-
-
-def pin_malloc_and_reexec():
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def main(argv=None):

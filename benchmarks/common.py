@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -124,3 +125,10 @@ def write_json(path: Path, payload: dict) -> Path:
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
+
+
+def pin_malloc_and_reexec() -> None:
+    """Re-executes once with glibc's mmap threshold fixed, so that RSS follows tensor memory (CPU only)."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)

@@ -24,7 +24,7 @@ def fmt(value, digits=2):
 
 def machine_line(result) -> str:
     m = result["machine"]
-    return (f"{m['processor']}, {m['logical_cpus']} logical CPUs (shared), torch {m['torch']} with "
+    return (f"{m['processor']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with "
             f"{m['torch_threads']} thread(s), {m['ram_gib']} GiB RAM, device {m['device']}; "
             f"load average at start {m['load_average_at_start']}")
 
@@ -34,8 +34,9 @@ def generation_tables(results: list[dict]) -> list[str]:
     for result in results:
         s = result["settings"]
         lines += [f"Machine: {machine_line(result)}.  ",
-                  f"Preset `{s['preset']}` ({s['soundstorm_parameters'] / 1e6:.1f}M parameters; AR Llama "
-                  f"{(s['ar_parameters'] or 0) / 1e6:.1f}M), dtype {s['dtype']}, compile {s['compile']}, "
+                  f"Preset `{s['preset']}` ({s['soundstorm_parameters'] / 1e6:.1f}M parameters; "
+                  + (f"AR Llama {s['ar_parameters'] / 1e6:.1f}M" if s["ar_parameters"] else "no AR baseline")
+                  + f"), dtype {s['dtype']}, compile {s['compile']}, "
                   f"schedule {s['steps_per_level']}, median of {s['repeats']} SoundStorm / {s['ar_repeats']} AR "
                   f"timed runs after warm-up. Command arguments: `{' '.join(s.get('argv', []))}`", "",
                   "| audio | batch | SoundStorm wall (s) | RTF | passes | peak MiB | AR wall (s) | AR passes | "
@@ -116,14 +117,18 @@ def plot(generation: list[dict], out: Path) -> bool:
         for batch in sorted({c["batch"] for c in result["cells"]}):
             cells = sorted((c for c in result["cells"] if c["batch"] == batch), key=lambda c: c["seconds"])
             xs = [c["seconds"] for c in cells]
-            ax_time.plot(xs, [c["soundstorm"]["median_s"] for c in cells], "o-", label=f"SoundStorm, batch {batch}")
-            ax_mem.plot(xs, [c["soundstorm"]["peak_mib"] for c in cells], "o-", label=f"SoundStorm, batch {batch}")
+            timing = " (time only)" if result["settings"].get("time_only") else ""
+            ax_time.plot(xs, [c["soundstorm"]["median_s"] for c in cells], "o-",
+                         label=f"SoundStorm, batch {batch}{timing}")
+            if all(c["soundstorm"]["peak_mib"] is not None for c in cells):
+                ax_mem.plot(xs, [c["soundstorm"]["peak_mib"] for c in cells], "o-", label=f"SoundStorm, batch {batch}")
             ar = [c for c in cells if "autoregressive" in c]
             if ar:
                 ax_time.plot([c["seconds"] for c in ar], [c["autoregressive"]["median_s"] for c in ar], "s--",
                              label=f"AR Llama, batch {batch}")
-                ax_mem.plot([c["seconds"] for c in ar], [c["autoregressive"]["peak_mib"] for c in ar], "s--",
-                            label=f"AR Llama, batch {batch}")
+                if all(c["autoregressive"]["peak_mib"] is not None for c in ar):
+                    ax_mem.plot([c["seconds"] for c in ar], [c["autoregressive"]["peak_mib"] for c in ar], "s--",
+                                label=f"AR Llama, batch {batch}")
     ax_time.set(xlabel="audio (s)", ylabel="wall time (s, median)", yscale="log", title="Generation time")
     ax_mem.set(xlabel="audio (s)", ylabel="peak memory increase (MiB)", title="Generation peak memory")
     for ax in (ax_time, ax_mem):
@@ -131,28 +136,31 @@ def plot(generation: list[dict], out: Path) -> bool:
         ax.legend(fontsize=8)
     machine = generation[0]["machine"]
     fig.suptitle(f"preset {generation[0]['settings']['preset']}, {machine['device']}, "
-                 f"{machine['torch_threads']} thread(s), {machine['logical_cpus']} shared CPUs", fontsize=9)
+                 f"{machine['torch_threads']} thread(s), {machine['logical_cpus']} CPUs", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     return True
 
 
 NOTES = [
-    "- The machine's 2 cores were shared with other jobs (load average 2-5), and the runs above overlapped one "
-    "another: absolute times are noisy (e.g. SoundStorm 5 s x1 took 3.5-6.3 s depending on the run). Ratios are "
-    "from alternating calls in one process and are the figures to trust. 1 torch thread everywhere (more threads "
-    "than free cores made timings erratic).",
-    "- Only the cells shown were measured; nothing is extrapolated. Not measured (too long on this CPU within the "
-    "time box): the AR baseline at 30 s and 60 s and at batch 8; SoundStorm batch 8 at 10, 30 and 60 s; the "
-    "`paper` preset (needs a GPU: `--preset paper --device cuda --dtype bf16 --compile`).",
-    "- 60 s is generated in one window with `max_frames` raised to 3000 (the presets stop at 1500 = 30 s); "
-    "the package has no windowed-generation helper yet.",
-    "- Memory is the peak RSS increase during a call (glibc mmap threshold pinned so freed tensors return to the "
-    "OS). `bench_soundstorm_pytorch.py` does not pin it, so its soundstorm-hf column (0 MiB) reuses memory freed "
-    "by earlier calls and is not meaningful; soundstorm-pytorch's larger figures are increases past that.",
-    "- The before/after edits give bit-identical outputs; the profile puts what they remove at about 1% of a "
-    "pass (matmuls are ~55-70% and attention ~15-35% of decoding time), so the 1.15x / 1.8x above are machine "
-    "noise, not the edits' effect.",
+    "- Runs made one after another on an otherwise idle 2-core machine, 2 torch threads. Only the cells shown were "
+    "measured; nothing is extrapolated. The `paper` preset needs a GPU (`--preset paper --device cuda --dtype bf16 "
+    "--compile`) and was not run: no GPU was available to this project.",
+    "- Memory is the peak RSS increase during a call, with glibc's mmap threshold pinned so that freed tensors "
+    "return to the OS. That pinning and the sampling thread slow CPU runs down (about 1.5-2x here), so the tables "
+    "with memory have pessimistic wall times (for both contenders alike: the ratios hold); the `--time-only` table "
+    "gives the clean wall times.",
+    "- Durations above the preset's 30 s (`max_frames` 1500) are generated with `generate_long`: windows of at most "
+    "30 s, each prompted by the last 3 s of the one before (23 passes per window). Time grows linearly with length "
+    "and peak memory stays that of one window.",
+    "- soundstorm-pytorch cannot be installed beside this package here (its dependencies pull a CUDA torch, "
+    "torchaudio and fairseq); it ran from a separate virtual environment with `--no-deps`, its two imports of "
+    "`audiolm_pytorch` / `spear_tts_pytorch` (type names only) replaced by empty stand-ins "
+    "(`benchmarks/sspt_stubs`). Its memory column has no pinned threshold either, so soundstorm-hf's 0 MiB there "
+    "means memory reused from earlier calls, not none.",
+    "- The decoder edits (one argsort instead of two, a fused half-step residual) give bit-identical outputs and "
+    "remove about 1% of a pass by the profile (matrix products are 55-70% of decoding time, attention 15-35%); "
+    "no gain is measurable (0.8-0.9x in this run, 1.0-1.8x in an earlier run on a busy machine).",
 ]
 
 

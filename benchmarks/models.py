@@ -8,11 +8,13 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
 
 
-def soundstorm_config(preset: str, max_seconds: float) -> SoundStormConfig:
-    """The preset, with `max_frames` raised to the longest benchmarked duration (the presets stop at 30 s)."""
-    config = SoundStormConfig.from_preset(preset)
-    max_frames = max(config.max_frames, int(round(max_seconds * config.acoustic_frame_rate)))
-    return SoundStormConfig.from_preset(preset, max_frames=max_frames, hidden_dropout=0.0)
+def soundstorm_config(preset: str, max_seconds: float, windowed: bool = False) -> SoundStormConfig:
+    """The preset; unless `windowed`, `max_frames` is raised to the longest benchmarked duration (the presets stop
+    at 30 s) so that every duration runs as one window."""
+    config = SoundStormConfig.from_preset(preset, hidden_dropout=0.0)
+    if not windowed:
+        config.max_frames = max(config.max_frames, int(round(max_seconds * config.acoustic_frame_rate)))
+    return config
 
 
 def build_soundstorm(config: SoundStormConfig, device: str, dtype: torch.dtype, seed: int = 0):
