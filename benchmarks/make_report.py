@@ -118,6 +118,7 @@ def plot(generation: list[dict], out: Path) -> bool:
             cells = sorted((c for c in result["cells"] if c["batch"] == batch), key=lambda c: c["seconds"])
             xs = [c["seconds"] for c in cells]
             timing = " (time only)" if result["settings"].get("time_only") else ""
+            timing += f", {result['settings']['dtype']}" if result["settings"]["dtype"] != "fp32" else ""
             ax_time.plot(xs, [c["soundstorm"]["median_s"] for c in cells], "o-",
                          label=f"SoundStorm, batch {batch}{timing}")
             if all(c["soundstorm"]["peak_mib"] is not None for c in cells):
