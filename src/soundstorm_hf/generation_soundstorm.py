@@ -5,7 +5,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers import GenerationConfig
 from transformers.utils import ModelOutput
 

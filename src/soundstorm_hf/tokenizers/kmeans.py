@@ -138,3 +138,32 @@ class FittedTokenizerMixin:
             raise ValueError(f"{name_or_path} has no {cls.config_name}: it was not saved by this package.")
         config.pop("type")
         return cls(KMeansQuantizer.load(folder), **{**config, **overrides}).to(device or "cpu")
+
+
+class KMeansSemanticMixin:
+    """`fit` and `encode` for a semantic tokenizer that is k-means over its `features(waveform, lengths)`.
+
+    The class provides `features` (`(batch, samples)`, `(batch,)` -> `(batch, frames, dim)`), the `quantizer`
+    attribute and `default_num_clusters`.
+    """
+
+    default_num_clusters: int
+    quantizer: KMeansQuantizer | None
+
+    @torch.inference_mode()
+    def fit(self, waveforms: Iterable, num_clusters: int | None = None, max_frames: int | None = 200_000, seed: int = 0):
+        """Learn `num_clusters` centroids from mono waveforms `(samples,)` at `sampling_rate`; returns `self`."""
+
+        def extract(waveform: torch.Tensor) -> torch.Tensor:
+            return self.features(*self._batch_waveform(waveform, None))[0]
+
+        features = collect_features(extract, waveforms, max_frames)
+        self.quantizer = KMeansQuantizer.fit(features, num_clusters or self.default_num_clusters, seed=seed)
+        self.quantizer.to(self.device)
+        return self
+
+    @torch.inference_mode()
+    def encode(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        quantizer = fitted(self.quantizer, self)
+        features = self.features(*self._batch_waveform(waveform, lengths))  # (batch, frames, dim)
+        return quantizer.encode(features)[..., 0]  # (batch, frames)

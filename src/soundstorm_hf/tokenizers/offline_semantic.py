@@ -9,16 +9,15 @@ information; they are enough to condition SoundStorm on "what is said, roughly w
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import torch
 
 from .base import SEMANTIC_CONFIG_NAME, SemanticTokenizer
-from .kmeans import FittedTokenizerMixin, KMeansQuantizer, collect_features, fitted
+from .kmeans import FittedTokenizerMixin, KMeansQuantizer, KMeansSemanticMixin, fitted
 from .spectral import LogMelSpectrogram, deltas, mfcc, normalize_per_utterance, pool_frames
 
 
-class OfflineMfccTokenizer(FittedTokenizerMixin, SemanticTokenizer):
+class OfflineMfccTokenizer(KMeansSemanticMixin, FittedTokenizerMixin, SemanticTokenizer):
     """k-means over MFCC + deltas + delta-deltas of 16 kHz audio, analysed at 50 Hz and averaged in pairs to 25 Hz.
 
     Frames: `num_frames(n) = ceil(n / 640)`, i.e. `ceil(ceil(n / 320) / 2)`: 25 ms Hann windows centred on every
@@ -37,6 +36,7 @@ class OfflineMfccTokenizer(FittedTokenizerMixin, SemanticTokenizer):
 
     config_name = SEMANTIC_CONFIG_NAME
     tokenizer_type = "offline_mfcc_kmeans"
+    default_num_clusters = 128
 
     def __init__(
         self,
@@ -77,26 +77,6 @@ class OfflineMfccTokenizer(FittedTokenizerMixin, SemanticTokenizer):
         features = torch.cat([cepstra, velocity, deltas(velocity, frame_lengths)], dim=-1)
         features = normalize_per_utterance(features, frame_lengths)
         return pool_frames(features, frame_lengths, self.pooling)[0]
-
-    @torch.inference_mode()
-    def fit(
-        self, waveforms: Iterable, num_clusters: int = 128, max_frames: int | None = 200_000, seed: int = 0
-    ) -> OfflineMfccTokenizer:
-        """Learn `num_clusters` centroids from mono waveforms `(samples,)` at `sampling_rate`; returns `self`."""
-
-        def extract(waveform: torch.Tensor) -> torch.Tensor:
-            waveform, lengths = self._batch_waveform(waveform, None)
-            return self.features(waveform, lengths)[0]
-
-        features = collect_features(extract, waveforms, max_frames)
-        self.quantizer = KMeansQuantizer.fit(features, num_clusters, seed=seed).to(self.device)
-        return self
-
-    @torch.inference_mode()
-    def encode(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        quantizer = fitted(self.quantizer, self)
-        waveform, lengths = self._batch_waveform(waveform, lengths)
-        return quantizer.encode(self.features(waveform, lengths))[..., 0]  # (batch, frames)
 
     def init_config(self) -> dict:
         return {

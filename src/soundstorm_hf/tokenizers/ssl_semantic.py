@@ -8,18 +8,17 @@ with 1024 clusters (the paper's tokenizer is w2v-BERT with 1024 clusters at 25 H
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from transformers import AutoFeatureExtractor, AutoModel, SeamlessM4TFeatureExtractor
 
 from .base import SEMANTIC_CONFIG_NAME, SemanticTokenizer, TransformersBackedMixin
-from .kmeans import KMeansQuantizer, collect_features, fitted
+from .kmeans import KMeansQuantizer, KMeansSemanticMixin, fitted
 from .spectral import pool_frames
 
 
-class SSLKMeansTokenizer(TransformersBackedMixin, SemanticTokenizer):
+class SSLKMeansTokenizer(KMeansSemanticMixin, TransformersBackedMixin, SemanticTokenizer):
     """Hidden layer `layer` of an SSL speech model, optionally averaged over `pooling` frames, then k-means.
 
     Build one from any checkpoint of such a model and fit it, then save it; the folder holds our json, the
@@ -47,6 +46,7 @@ class SSLKMeansTokenizer(TransformersBackedMixin, SemanticTokenizer):
 
     config_name = SEMANTIC_CONFIG_NAME
     tokenizer_type = "ssl_kmeans"
+    default_num_clusters = 1024
 
     def __init__(
         self,
@@ -176,22 +176,3 @@ class SSLKMeansTokenizer(TransformersBackedMixin, SemanticTokenizer):
         self._captured.clear()
         self.model(**inputs)
         return self._captured.pop()
-
-    @torch.inference_mode()
-    def fit(
-        self, waveforms: Iterable, num_clusters: int = 1024, max_frames: int | None = 200_000, seed: int = 0
-    ) -> SSLKMeansTokenizer:
-        """Learn `num_clusters` centroids from mono waveforms `(samples,)` at `sampling_rate`; returns `self`."""
-
-        def extract(waveform: torch.Tensor) -> torch.Tensor:
-            return self.features(*self._batch_waveform(waveform, None))[0]
-
-        features = collect_features(extract, waveforms, max_frames)
-        self.quantizer = KMeansQuantizer.fit(features, num_clusters, seed=seed).to(self.device)
-        return self
-
-    @torch.inference_mode()
-    def encode(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        quantizer = fitted(self.quantizer, self)
-        features = self.features(*self._batch_waveform(waveform, lengths))
-        return quantizer.encode(features)[..., 0]  # (batch, frames)
