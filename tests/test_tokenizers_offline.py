@@ -1,6 +1,8 @@
 """The offline tokenizer pair, fitted on espeak-ng speech: quality trends, padding, save/load, dispatch, bad input."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,9 @@ from soundstorm_hf.tokenizers import (
     load_semantic_tokenizer,
 )
 from soundstorm_hf.tokenizers import base
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from build_offline_tokenizers import edit_distance  # noqa: E402  (the script measures the same thing)
 
 LEVELS, CODES, CLUSTERS = 4, 32, 32
 
@@ -37,17 +42,6 @@ def padded_pair(espeak_speech):
     batch = torch.randn(2, len(long))
     batch[0, : len(short)], batch[1] = short, long
     return batch, torch.tensor([len(short), len(long)]), [short, long]
-
-
-def edit_distance(a: list[int], b: list[int]) -> float:
-    """Levenshtein distance normalized by the longer sequence."""
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1] / max(len(a), len(b))
 
 
 def test_codec_shapes_and_frame_rule(codec, espeak_speech):
