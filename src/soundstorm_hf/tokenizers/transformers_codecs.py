@@ -29,15 +29,20 @@ class TransformersCodec(TransformersBackedMixin, AcousticCodec):
         model_revision: str | None = None,
     ):
         super().__init__()
+        config = model.config
+        self.check_config(config)
         self.model = model.eval()
         self.model_source, self.model_revision = model_source, model_revision
-        config = model.config
         self.sampling_rate, self.hop_length = config.sampling_rate, self.config_hop_length(config)
         self.codebook_size = config.codebook_size
         available = self.available_levels(config)
         self.num_levels = available if num_levels is None else num_levels
         if not 1 <= self.num_levels <= available:
             raise ValueError(f"num_levels must be in [1, {available}] for this {config.model_type}, got {num_levels}.")
+
+    @staticmethod
+    def check_config(config: PretrainedConfig) -> None:
+        """Raises a `ValueError` for a checkpoint the adapter cannot serve; accepts everything by default."""
 
     @staticmethod
     def config_hop_length(config: PretrainedConfig) -> int:
@@ -127,12 +132,6 @@ class EncodecCodec(TransformersCodec):
         model_revision: str | None = None,
     ):
         config = model.config
-        if config.chunk_length_s is not None or config.normalize or config.audio_channels != 1:
-            raise ValueError(
-                "Only unchunked, unnormalized mono EnCodec models (e.g. facebook/encodec_24khz) have a single frame "
-                f"grid; got chunk_length_s={config.chunk_length_s}, normalize={config.normalize}, "
-                f"audio_channels={config.audio_channels}."
-            )
         if num_levels is not None and bandwidth is not None:
             raise ValueError("Give EncodecCodec either num_levels or bandwidth, not both.")
         if num_levels is None:
@@ -145,6 +144,15 @@ class EncodecCodec(TransformersCodec):
         # Levels are residual, so a level's codes do not depend on how many levels follow it.
         levels_at = model.quantizer.get_num_quantizers_for_bandwidth
         self._bandwidth = min(b for b in config.target_bandwidths if levels_at(b) >= self.num_levels)
+
+    @staticmethod
+    def check_config(config: PretrainedConfig) -> None:
+        if config.chunk_length_s is not None or config.normalize or config.audio_channels != 1:
+            raise ValueError(
+                "Only unchunked, unnormalized mono EnCodec models (e.g. facebook/encodec_24khz) have a single frame "
+                f"grid; got chunk_length_s={config.chunk_length_s}, normalize={config.normalize}, "
+                f"audio_channels={config.audio_channels}."
+            )
 
     @staticmethod
     def available_levels(config: PretrainedConfig) -> int:
@@ -173,15 +181,9 @@ class MimiCodec(TransformersCodec):
     tokenizer_type = "mimi"
     model_class = MimiModel
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        num_levels: int | None = None,
-        model_source: str | None = None,
-        model_revision: str | None = None,
-    ):
-        check_single_semantic_codebook(model.config)
-        super().__init__(model, num_levels, model_source, model_revision)
+    @staticmethod
+    def check_config(config: PretrainedConfig) -> None:
+        check_single_semantic_codebook(config)
 
     @staticmethod
     def config_hop_length(config: PretrainedConfig) -> int:
