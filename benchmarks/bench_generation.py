@@ -12,12 +12,11 @@ CPU (what was run for results/, on the 2-core machine):
     python benchmarks/bench_generation.py --preset small --windowed --time-only --durations 5 10 30 60 120 \
         --batch-sizes 1 8 --skip 30:8 60:8 120:8 --ar-durations --repeats 3 --threads 2 \
         --out benchmarks/results/generation_time_only.json
-GPU (the paper's 350M model; not run on this project's CPU-only machines):
-    python benchmarks/bench_generation.py --preset paper --device cuda --dtype bf16 --compile \
-        --durations 5 10 30 60 --batch-sizes 1 8 --ar-durations 5 10 30 60 --ar-batch-sizes 1 8
-`--compile` wraps the decoding pass (`model.model`) in `torch.compile(dynamic=False)`: every pass of a
-generate call has the same shapes, so it compiles once per (batch, frames). The AR baseline then uses a
-static KV cache and a compiled forward.
+GPU (the paper's 350M model): `benchmarks/gpu_suite.sh` holds the runs recorded in results/gpu/.
+`--compile` wraps the decoding pass (`model.model`) in `torch.compile(dynamic=False, mode=--compile-mode)`:
+every pass of a generate call has the same shapes, so it compiles once per (batch, frames);
+`--compile-mode reduce-overhead` also records each pass as a CUDA graph. `--ar-compile` gives the AR
+baseline a static KV cache and a compiled forward.
 """
 
 from __future__ import annotations
@@ -52,6 +51,9 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the decoding pass (static shapes)")
+    parser.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile mode; reduce-overhead replays CUDA graphs")
+    parser.add_argument("--ar-compile", action="store_true", help="static KV cache and compiled forward for the AR")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--first-level-steps", type=int, default=16)
     parser.add_argument("--time-only", action="store_true",
@@ -78,10 +80,10 @@ def main(argv=None):
     steps = [args.first_level_steps] + [1] * (config.num_levels - 1)
     passes = ForwardCounter(model.model)
     if args.compile:
-        model.model.forward = torch.compile(model.model.forward, dynamic=False)
+        model.model.forward = torch.compile(model.model.forward, dynamic=False, mode=args.compile_mode)
     ar = None
     if args.ar_durations:
-        ar = AutoregressiveBaseline(config, max(args.ar_durations), device, dtype, compile=args.compile)
+        ar = AutoregressiveBaseline(config, max(args.ar_durations), device, dtype, compile=args.ar_compile)
     ar_repeats = args.ar_repeats or args.repeats
     skip = {tuple(float(x) if i == 0 else int(x) for i, x in enumerate(cell.split(":"))) for cell in args.skip}
 
@@ -89,7 +91,8 @@ def main(argv=None):
         "benchmark": "generation",
         "machine": machine_info(device),
         "settings": {
-            "preset": args.preset, "dtype": args.dtype, "compile": args.compile, "repeats": args.repeats,
+            "preset": args.preset, "dtype": args.dtype, "repeats": args.repeats,
+            "compile": args.compile and args.compile_mode, "ar_compile": args.ar_compile,
             "time_only": args.time_only, "windowed": args.windowed,
             "ar_repeats": ar_repeats, "warmup": args.warmup, "ar_warmup": args.ar_warmup,
             "threads": torch.get_num_threads(), "argv": sys.argv[1:], "steps_per_level": steps,

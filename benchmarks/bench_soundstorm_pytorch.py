@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import RESULTS_DIR, machine_info, median, peak_memory, set_threads, timed, write_json  # noqa: E402
+from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, set_threads, timed, write_json  # noqa: E402
 from models import ForwardCounter, build_soundstorm, soundstorm_config  # noqa: E402
 
 
@@ -69,28 +69,33 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="both models are cast to it")
     parser.add_argument("--first-level-steps", type=int, default=16)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "soundstorm_pytorch.json")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     config = soundstorm_config(args.preset, max(args.durations))
-    results = {"benchmark": "soundstorm_pytorch", "machine": machine_info("cpu"), "cells": []}
+    device, dtype = args.device, parse_dtype(args.dtype)
+    results = {"benchmark": "soundstorm_pytorch", "machine": machine_info(device), "cells": []}
     try:
         import importlib.metadata as md
 
         results["soundstorm_pytorch_version"] = md.version("soundstorm-pytorch")
-        theirs = build_soundstorm_pytorch(config, args.first_level_steps)
+        theirs = build_soundstorm_pytorch(config, args.first_level_steps).to(device=device, dtype=dtype)
     except Exception as error:  # recorded, not raised: the comparison is optional
         results["skipped"] = f"soundstorm-pytorch could not be imported or built: {error!r}"
         results["traceback"] = traceback.format_exc()
         write_json(args.out, results)
         print(results["skipped"])
         return results
-    ours = build_soundstorm(config, "cpu", torch.float32)
+    ours = build_soundstorm(config, device, dtype)
     steps = [args.first_level_steps] + [1] * (config.num_levels - 1)
     ours_passes, theirs_passes = ForwardCounter(ours.model), ForwardCounter(theirs.net)
     results["settings"] = {
-        "preset": args.preset, "repeats": args.repeats, "warmup": args.warmup, "steps_per_level": steps,
+        "preset": args.preset, "dtype": args.dtype, "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "warmup": args.warmup, "steps_per_level": steps,
         "soundstorm_hf_parameters": ours.num_parameters(),
         "soundstorm_pytorch_parameters": sum(p.numel() for p in theirs.parameters()),
         "soundstorm_pytorch_generate": "generate(cond_semantic_token_ids=..., filter_thres=None, num_full_sampling_levels=1)",
@@ -99,7 +104,7 @@ def main(argv=None):
         for batch in args.batch_sizes:
             num_frames = int(round(seconds * config.acoustic_frame_rate))
             semantic = torch.randint(0, config.semantic_vocab_size, (batch, config.num_semantic_frames(num_frames)),
-                                     generator=torch.Generator().manual_seed(0))
+                                     generator=torch.Generator().manual_seed(0)).to(device)
 
             def run_ours(seed):
                 return ours.generate(semantic, num_frames=num_frames, steps_per_level=steps, seed=seed)
@@ -119,8 +124,8 @@ def main(argv=None):
             for r in range(args.repeats):
                 for name, fn, counter in (("soundstorm_hf", run_ours, ours_passes),
                                           ("soundstorm_pytorch", run_theirs, theirs_passes)):
-                    with peak_memory("cpu") as mem:
-                        t, out = timed(lambda: fn(100 + r), "cpu")
+                    with peak_memory(device) as mem:
+                        t, out = timed(lambda: fn(100 + r), device)
                     assert out.numel() == batch * config.num_levels * num_frames, out.shape
                     rows[name][0].append(t)
                     rows[name][1].append(mem["peak_mib"])

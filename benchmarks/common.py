@@ -38,7 +38,9 @@ def machine_info(device: str = "cpu") -> dict:
     except ImportError:  # pragma: no cover
         pass
     if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(device)
+        properties = torch.cuda.get_device_properties(device)
+        info.update(gpu=properties.name, gpu_memory_gib=round(properties.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return info
 
 

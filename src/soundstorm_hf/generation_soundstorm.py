@@ -225,10 +225,13 @@ class MaskGitDecodingMixin:
         for level, num_steps in enumerate(steps_per_level):
             for step in range(num_steps):
                 model_codes = torch.cat([codes, codes]) if guided else codes
-                hidden_states = self.model(
-                    acoustic_ids=model_codes, attention_mask=attention_mask, semantic_embeds=semantic_embeds
-                ).last_hidden_state
-                logits = self.level_logits(hidden_states, level).float()  # (batch[*2], frames, vocab)
+                # No reference to the pass's output outlives this line: a CUDA-graph replay may reuse its memory.
+                logits = self.level_logits(
+                    self.model(
+                        acoustic_ids=model_codes, attention_mask=attention_mask, semantic_embeds=semantic_embeds
+                    ).last_hidden_state,
+                    level,
+                ).float()  # (batch[*2], frames, vocab)
                 if guided:
                     conditional, unconditional = logits.chunk(2)
                     logits = unconditional + guidance_scale * (conditional - unconditional)
