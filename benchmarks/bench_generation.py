@@ -13,7 +13,7 @@ CPU (what was run for results/, on the 2-core machine):
         --batch-sizes 1 8 --skip 30:8 60:8 120:8 --ar-durations --repeats 3 --threads 2 \
         --out benchmarks/results/generation_time_only.json
 GPU (the paper's 350M model): `benchmarks/gpu_suite.sh` holds the runs recorded in results/gpu/.
-`--compile` wraps the decoding pass (`model.model`) in `torch.compile(dynamic=False, mode=--compile-mode)`:
+`--compile` compiles the decoding pass: `model.model.compile(dynamic=False, mode=--compile-mode)`;
 every pass of a generate call has the same shapes, so it compiles once per (batch, frames);
 `--compile-mode reduce-overhead` also records each pass as a CUDA graph. `--ar-compile` gives the AR
 baseline a static KV cache and a compiled forward.
@@ -80,7 +80,7 @@ def main(argv=None):
     steps = [args.first_level_steps] + [1] * (config.num_levels - 1)
     passes = ForwardCounter(model.model)
     if args.compile:
-        model.model.forward = torch.compile(model.model.forward, dynamic=False, mode=args.compile_mode)
+        model.model.compile(dynamic=False, mode=args.compile_mode)
     ar = None
     if args.ar_durations:
         ar = AutoregressiveBaseline(config, max(args.ar_durations), device, dtype, compile=args.ar_compile)

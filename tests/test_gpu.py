@@ -23,3 +23,26 @@ def test_bf16_training_step_and_generation_on_cuda():
     model = model.to(torch.bfloat16).eval()
     codes = model.generate(batch["semantic_ids"], prompt_ids=torch.randint(0, 32, (4, 4, 10), device="cuda"))
     assert codes.shape == (4, 4, 100) and (codes < 32).all()
+
+
+def test_cuda_graph_decoding_pass_matches_eager_and_generates():
+    """`model.model.compile(mode="reduce-overhead")` (the README's fast path) replays CUDA graphs: every replay must
+    compute the pass for its own inputs (no stale buffers), and `generate` must run on top of it."""
+    torch.manual_seed(0)
+    config = SoundStormConfig.from_preset("tiny")
+    model = SoundStormForConditionalGeneration(config).cuda().eval()
+    semantic = torch.randint(0, config.semantic_vocab_size, (2, 60), device="cuda")
+    inputs = [torch.randint(0, config.mask_token_id + 1, (2, config.num_levels, 120), device="cuda") for _ in range(4)]
+    with torch.inference_mode():
+        embeds = model.model.embeddings.embed_semantic(semantic, 120)
+        eager = [model.model(acoustic_ids=ids, semantic_embeds=embeds).last_hidden_state.clone() for ids in inputs]
+        model.model.compile(mode="reduce-overhead", dynamic=False)
+        for _ in range(2):  # the first round records, the second replays
+            for ids, reference in zip(inputs, eager):
+                out = model.model(acoustic_ids=ids, semantic_embeds=embeds).last_hidden_state
+                assert ((out - reference).norm() / reference.norm()).item() < 1e-5
+        prompt = torch.randint(0, config.codebook_size, (2, config.num_levels, 20), device="cuda")
+        for seed in range(2):
+            codes = model.generate(semantic, prompt_ids=prompt, seed=seed)
+            assert codes.shape == (2, config.num_levels, 120)
+            assert (codes < config.codebook_size).all() and torch.equal(codes[..., :20], prompt)
