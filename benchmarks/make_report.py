@@ -1,7 +1,8 @@
-"""Turns the recorded JSON results into `results/RESULTS.md` (tables) and `results/generation.png` (plot).
+"""Turns the recorded JSON results of one directory into its `RESULTS.md` (tables) and `generation.png` (plot).
 
-    python benchmarks/make_report.py
-Needs matplotlib for the plot only (`pip install matplotlib`); without it, the tables are still written.
+    python benchmarks/make_report.py                                   # CPU results
+    python benchmarks/make_report.py --results benchmarks/results/gpu  # GPU results
+The directory's `notes.md`, if any, is appended as the report's notes. Needs matplotlib for the plot only.
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ def fmt(value, digits=2):
 
 def machine_line(result) -> str:
     m = result["machine"]
-    return (f"{m['processor']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with "
+    gpu = f"{m['gpu']} (CUDA {m['cuda']}), " if "gpu" in m else ""
+    return (f"{gpu}{m['processor']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with "
             f"{m['torch_threads']} thread(s), {m['ram_gib']} GiB RAM, device {m['device']}; "
             f"load average at start {m['load_average_at_start']}")
+
+
+def variant(settings) -> str:
+    """How the decoding pass ran: dtype and compilation."""
+    compiled = settings["compile"]
+    text = settings["dtype"] + ("" if not compiled else ", compiled" if compiled in (True, "default")
+                                else f", compiled ({compiled})")
+    return text + (", AR compiled with a static cache" if settings.get("ar_compile") else "")
 
 
 def generation_tables(results: list[dict]) -> list[str]:
@@ -36,7 +46,7 @@ def generation_tables(results: list[dict]) -> list[str]:
         lines += [f"Machine: {machine_line(result)}.  ",
                   f"Preset `{s['preset']}` ({s['soundstorm_parameters'] / 1e6:.1f}M parameters; "
                   + (f"AR Llama {s['ar_parameters'] / 1e6:.1f}M" if s["ar_parameters"] else "no AR baseline")
-                  + f"), dtype {s['dtype']}, compile {s['compile']}, "
+                  + f"), {variant(s)}, "
                   f"schedule {s['steps_per_level']}, median of {s['repeats']} SoundStorm / {s['ar_repeats']} AR "
                   f"timed runs after warm-up. Command arguments: `{' '.join(s.get('argv', []))}`", "",
                   "| audio | batch | SoundStorm wall (s) | RTF | passes | peak MiB | AR wall (s) | AR passes | "
@@ -104,7 +114,25 @@ def optimization_table(result) -> list[str]:
     return lines
 
 
+def floor_table(result) -> list[str]:
+    s = result["settings"]
+    lines = [f"Machine: {machine_line(result)}.  ",
+             f"Preset `{s['preset']}`, {s['dtype']}, {s['passes']} passes; matrix-product ceiling "
+             f"{result['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (a large square product); rival: "
+             f"`{s['rival']}`.", "",
+             "| audio | pass (ms) | matrix GFLOP | matrix efficiency | attention (ms) | floor (s) | recorded ours (s) | "
+             "rival (s) | best possible ratio | recorded ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in result["cells"]:
+        lines.append(f"| {c['seconds']:.0f} s | {c['wall_s'] * 1e3:.0f} | {c['matrix_flops'] / 1e9:.1f} | "
+                     f"{c['matrix_efficiency']:.0%} | {c['attention_s'] * 1e3:.0f} | {fmt(c['floor_s'])} | "
+                     f"{fmt(c.get('ours_recorded_s'))} | {fmt(c.get('rival_s'))} | "
+                     f"**{fmt(c.get('best_possible_ratio'))}x** | {fmt(c.get('recorded_ratio'))}x |")
+    return lines
+
+
 def plot(generation: list[dict], out: Path) -> bool:
+    """Time and memory against length: one line per (result file, batch) that covers at least three durations,
+    and the AR baseline's points from any file."""
     try:
         import matplotlib
 
@@ -112,57 +140,38 @@ def plot(generation: list[dict], out: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(12, 5.5))
     for result in generation:
+        settings = result["settings"]
+        what = variant(settings) + (", windowed" if settings.get("windowed") else "") + (
+            ", time only" if settings.get("time_only") else "")
         for batch in sorted({c["batch"] for c in result["cells"]}):
             cells = sorted((c for c in result["cells"] if c["batch"] == batch), key=lambda c: c["seconds"])
             xs = [c["seconds"] for c in cells]
-            timing = " (time only)" if result["settings"].get("time_only") else ""
-            timing += f", {result['settings']['dtype']}" if result["settings"]["dtype"] != "fp32" else ""
-            ax_time.plot(xs, [c["soundstorm"]["median_s"] for c in cells], "o-",
-                         label=f"SoundStorm, batch {batch}{timing}")
-            if all(c["soundstorm"]["peak_mib"] is not None for c in cells):
-                ax_mem.plot(xs, [c["soundstorm"]["peak_mib"] for c in cells], "o-", label=f"SoundStorm, batch {batch}")
+            if len(cells) >= 3:
+                label = f"SoundStorm, batch {batch}, {what}"
+                ax_time.plot(xs, [c["soundstorm"]["median_s"] for c in cells], "o-", label=label)
+                if all(c["soundstorm"]["peak_mib"] is not None for c in cells):
+                    ax_mem.plot(xs, [c["soundstorm"]["peak_mib"] for c in cells], "o-", label=label)
             ar = [c for c in cells if "autoregressive" in c]
             if ar:
+                label = "AR Llama, batch {}{}".format(batch, ", compiled" if result["settings"].get("ar_compile") else "")
                 ax_time.plot([c["seconds"] for c in ar], [c["autoregressive"]["median_s"] for c in ar], "s--",
-                             label=f"AR Llama, batch {batch}")
+                             label=label)
                 if all(c["autoregressive"]["peak_mib"] is not None for c in ar):
                     ax_mem.plot([c["seconds"] for c in ar], [c["autoregressive"]["peak_mib"] for c in ar], "s--",
-                                label=f"AR Llama, batch {batch}")
+                                label=label)
     ax_time.set(xlabel="audio (s)", ylabel="wall time (s, median)", yscale="log", title="Generation time")
     ax_mem.set(xlabel="audio (s)", ylabel="peak memory increase (MiB)", title="Generation peak memory")
     for ax in (ax_time, ax_mem):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     machine = generation[0]["machine"]
-    fig.suptitle(f"preset {generation[0]['settings']['preset']}, {machine['device']}, "
-                 f"{machine['torch_threads']} thread(s), {machine['logical_cpus']} CPUs", fontsize=9)
+    where = machine.get("gpu") or f"{machine['device']}, {machine['torch_threads']} thread(s), {machine['logical_cpus']} CPUs"
+    fig.suptitle(f"preset {generation[0]['settings']['preset']}, {where}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     return True
-
-
-NOTES = [
-    "- Runs made one after another on an otherwise idle 2-core machine, 2 torch threads. Only the cells shown were "
-    "measured; nothing is extrapolated. The `paper` preset needs a GPU (`--preset paper --device cuda --dtype bf16 "
-    "--compile`) and was not run: no GPU was available to this project.",
-    "- Memory is the peak RSS increase during a call, with glibc's mmap threshold pinned so that freed tensors "
-    "return to the OS. That pinning and the sampling thread slow CPU runs down (about 1.5-2x here), so the tables "
-    "with memory have pessimistic wall times (for both contenders alike: the ratios hold); the `--time-only` table "
-    "gives the clean wall times.",
-    "- Durations above the preset's 30 s (`max_frames` 1500) are generated with `generate_long`: windows of at most "
-    "30 s, each prompted by the last 3 s of the one before (23 passes per window). Time grows linearly with length "
-    "and peak memory stays that of one window.",
-    "- soundstorm-pytorch cannot be installed beside this package here (its dependencies pull a CUDA torch, "
-    "torchaudio and fairseq); it ran from a separate virtual environment with `--no-deps`, its two imports of "
-    "`audiolm_pytorch` / `spear_tts_pytorch` (type names only) replaced by empty stand-ins "
-    "(`benchmarks/sspt_stubs`). Its memory column has no pinned threshold either, so soundstorm-hf's 0 MiB there "
-    "means memory reused from earlier calls, not none.",
-    "- The decoder edits (one argsort instead of two, a fused half-step residual) give bit-identical outputs and "
-    "remove about 1% of a pass by the profile (matrix products are 55-70% of decoding time, attention 15-35%); "
-    "no gain is measurable (0.8-0.9x in this run, 1.0-1.8x in an earlier run on a busy machine).",
-]
 
 
 def main(argv=None):
@@ -175,11 +184,19 @@ def main(argv=None):
              "every figure is a median over repeats after warm-up, contenders alternating in one process.", "",
              "## Generation: SoundStorm against an autoregressive Llama of the same size", ""]
     lines += generation_tables(generation) if generation else ["Not run."]
-    lines += ["", "## Against soundstorm-pytorch 0.6.1", ""] + sspt_table(load(d, "soundstorm_pytorch.json"))
-    lines += ["", "## Training throughput", ""] + training_table(load(d, "training.json"))
-    lines += ["", "## Decoder speed edits, before and after", ""] + optimization_table(
-        load(d, "decoder_optimizations.json"))
-    lines += ["", "## Notes", "", *NOTES]
+    lines += ["", "## Against soundstorm-pytorch 0.6.1", ""]
+    lines += [line for p in sorted(d.glob("soundstorm_pytorch*.json")) for line in sspt_table(load(d, p.name)) + [""]]
+    floors = sorted(d.glob("decoding_floor*.json"))
+    if floors:
+        lines += ["## How far a faster decoder could go: the floor of a pass", ""]
+        lines += [line for p in floors for line in floor_table(load(d, p.name)) + [""]]
+    lines += ["## Training throughput", ""]
+    lines += [line for p in sorted(d.glob("training*.json")) for line in training_table(load(d, p.name)) + [""]]
+    if (d / "decoder_optimizations.json").exists():
+        lines += ["## Decoder speed edits, before and after", ""] + optimization_table(
+            load(d, "decoder_optimizations.json")) + [""]
+    if (d / "notes.md").exists():
+        lines += ["## Notes", "", (d / "notes.md").read_text().strip()]
     d.mkdir(parents=True, exist_ok=True)
     (d / "RESULTS.md").write_text("\n".join(lines) + "\n")
     plotted = bool(generation) and plot(generation, d / "generation.png")

@@ -42,9 +42,13 @@ def test_training_and_optimization_benchmarks_and_report_run_on_tiny(tmp_path):
     run_script("bench_decoder_optimizations.py", "--preset", "tiny", "--cells", "0.5:1", "--repeats", "1",
                "--baseline-rev", "HEAD", "--threads", "1", "--out", str(tmp_path / "decoder_optimizations.json"))
     assert json.loads((tmp_path / "decoder_optimizations.json").read_text())["cells"][0]["identical_output"]
+    run_script("bench_decoding_floor.py", "--preset", "tiny", "--durations", "0.5", "--repeats", "1",
+               "--matmul-size", "256", "--threads", "1", "--out", str(tmp_path / "decoding_floor.json"))
+    floor = json.loads((tmp_path / "decoding_floor.json").read_text())["cells"][0]
+    assert floor["matrix_flops"] > 0 and floor["attention_s"] > 0 and 0 < floor["floor_s"]
     run_script("make_report.py", "--results", str(tmp_path))
     report = (tmp_path / "RESULTS.md").read_text()
-    assert "Training throughput" in report and "before and after" in report
+    assert "Training throughput" in report and "before and after" in report and "floor of a pass" in report
 
 
 def test_soundstorm_pytorch_benchmark_records_why_when_unavailable(tmp_path):
