@@ -30,6 +30,8 @@ def machine_info(device: str = "cpu") -> dict:
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "device": device,
+        # The allocator's settings change CPU timings of large tensors (see results/notes.md).
+        "allocator_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"},
     }
     try:
         import transformers

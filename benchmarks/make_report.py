@@ -28,7 +28,8 @@ def machine_line(result) -> str:
     gpu = f"{m['gpu']} (CUDA {m['cuda']}), " if "gpu" in m else ""
     return (f"{gpu}{m['processor']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with "
             f"{m['torch_threads']} thread(s), {m['ram_gib']} GiB RAM, device {m['device']}; "
-            f"load average at start {m['load_average_at_start']}")
+            f"load average at start {m['load_average_at_start']}"
+            + "".join(f"; {key}={value}" for key, value in m.get("allocator_env", {}).items()))
 
 
 def variant(settings) -> str:
