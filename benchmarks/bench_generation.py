@@ -12,7 +12,7 @@ CPU (what was run for results/, on the 2-core machine):
     python benchmarks/bench_generation.py --preset small --windowed --time-only --durations 5 10 30 60 120 \
         --batch-sizes 1 8 --skip 30:8 60:8 120:8 --ar-durations --repeats 3 --threads 2 \
         --out benchmarks/results/generation_time_only.json
-GPU (the paper's 350M model): `benchmarks/gpu_suite.sh` holds the runs recorded in results/gpu/.
+GPU (the `paper` preset, 316M parameters): `benchmarks/gpu_suite.sh` holds the runs recorded in results/gpu/.
 `--compile` compiles the decoding pass: `model.model.compile(dynamic=False, mode=--compile-mode)`;
 every pass of a generate call has the same shapes, so it compiles once per (batch, frames);
 `--compile-mode reduce-overhead` also records each pass as a CUDA graph. `--ar-compile` gives the AR

@@ -148,7 +148,8 @@ class SoundStormConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "SoundStormConfig":
-        """A named configuration: `"tiny"` (tests), `"small"` (CPU experiments) or `"paper"` (the 350M model)."""
+        """A named configuration: `"tiny"` (tests), `"small"` (CPU experiments) or `"paper"` (the paper's sizes,
+        316M parameters)."""
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})
