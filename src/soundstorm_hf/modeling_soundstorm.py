@@ -41,16 +41,20 @@ class SoundStormOutput(ModelOutput):
 
 
 def rotary_cos_sin(num_frames: int, head_dim: int, theta: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary tables (frames, head_dim); computed per call, as they cost nothing next to attention."""
+    """Rotary tables (frames, head_dim), computed per call: they cost nothing next to attention.
+
+    The first half of `sin` is negated, which folds the sign of rotate-half into the table (see `apply_rotary`).
+    """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(num_frames, device=device, dtype=torch.float32), inv_freq)
-    angles = torch.cat((angles, angles), dim=-1)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    cos, sin = angles.cos(), angles.sin()  # (frames, head_dim / 2)
+    return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-second, first), dim=-1) * sin
+    """`x * cos + rotate_half(x) * sin` with rotate_half(first, second) = (-second, first): the roll swaps the
+    halves and the table's signed `sin` negates one; four kernels, the same values bit for bit."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 class SoundStormFeedForward(nn.Module):
@@ -84,9 +88,9 @@ class SoundStormSelfAttention(nn.Module):
     def forward(self, hidden_states, rotary, attention_bias) -> torch.Tensor:
         batch, frames, _ = hidden_states.shape
         qkv = self.qkv(self.layer_norm(hidden_states)).view(batch, frames, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, frames, head_dim)
-        cos, sin = rotary
-        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch, heads, frames, head_dim)
+        query, key = apply_rotary(qkv[:2], *rotary)  # query and key rotated together: one set of kernels
+        value = qkv[2]
         attended = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_bias, dropout_p=self.attention_dropout if self.training else 0.0
         )
