@@ -203,3 +203,21 @@ def test_long_sequences_are_generated_window_by_window():
         assert torch.equal(prompt_ids[0], previous[0, :, -10:]), "each window continues the one before"
     with pytest.raises(ValueError, match="aligned"):
         model.generate_long(semantic(1, 20)[0], prompt_ids=prompt, prompt_semantic_ids=semantic(1, 20)[0])
+
+
+def test_compiled_decoding_pass_matches_eager(model):
+    """The README's fast path compiles `model.model` (on a GPU with inductor and CUDA graphs; tests/test_gpu.py).
+    Here dynamo must trace a decoding pass as one graph (a break would split the CUDA graph) that computes the same
+    hidden states; `aot_eager` skips inductor's C++ code generation, which would take most of a minute."""
+    semantic_ids = semantic(2, 40)
+    inputs = [torch.randint(0, 33, (2, 4, 40), generator=torch.Generator().manual_seed(seed)) for seed in range(3)]
+    with torch.inference_mode():
+        embeds = model.model.embeddings.embed_semantic(semantic_ids, 40)
+        eager = [model.model(acoustic_ids=ids, semantic_embeds=embeds).last_hidden_state for ids in inputs]
+        model.model.compile(backend="aot_eager", fullgraph=True, dynamic=False)
+        for ids, reference in zip(inputs, eager):
+            out = model.model(acoustic_ids=ids, semantic_embeds=embeds).last_hidden_state
+            assert ((out - reference).norm() / reference.norm()).item() < 1e-5
+    prompt = torch.randint(0, 32, (2, 4, 10))
+    codes = model.generate(semantic_ids, prompt_ids=prompt, seed=0)  # same shapes: no recompilation
+    assert codes.shape == (2, 4, 40) and ((codes >= 0) & (codes < 32)).all() and torch.equal(codes[..., :10], prompt)
