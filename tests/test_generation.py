@@ -211,13 +211,20 @@ def test_compiled_decoding_pass_matches_eager(model):
     hidden states; `aot_eager` skips inductor's C++ code generation, which would take most of a minute."""
     semantic_ids = semantic(2, 40)
     inputs = [torch.randint(0, 33, (2, 4, 40), generator=torch.Generator().manual_seed(seed)) for seed in range(3)]
+    padded = torch.ones(2, 40, dtype=torch.long)
+    padded[1, 25:] = 0  # rows of their own length: the mask must not break the graph either
     with torch.inference_mode():
         embeds = model.model.embeddings.embed_semantic(semantic_ids, 40)
-        eager = [model.model(acoustic_ids=ids, semantic_embeds=embeds).last_hidden_state for ids in inputs]
+
+        def passes():
+            return [model.model(acoustic_ids=ids, attention_mask=mask, semantic_embeds=embeds).last_hidden_state
+                    for ids in inputs for mask in (None, padded)]
+
+        eager = passes()
         model.model.compile(backend="aot_eager", fullgraph=True, dynamic=False)
-        for ids, reference in zip(inputs, eager):
-            out = model.model(acoustic_ids=ids, semantic_embeds=embeds).last_hidden_state
+        for out, reference in zip(passes(), eager):
             assert ((out - reference).norm() / reference.norm()).item() < 1e-5
     prompt = torch.randint(0, 32, (2, 4, 10))
-    codes = model.generate(semantic_ids, prompt_ids=prompt, seed=0)  # same shapes: no recompilation
-    assert codes.shape == (2, 4, 40) and ((codes >= 0) & (codes < 32)).all() and torch.equal(codes[..., :10], prompt)
+    codes = model.generate(semantic_ids, prompt_ids=prompt, attention_mask=padded, seed=0)
+    assert codes.shape == (2, 4, 40) and torch.equal(codes[..., :10], prompt)
+    assert ((codes[0] >= 0) & (codes[0] < 32)).all() and ((codes[1, :, :25] >= 0) & (codes[1, :, :25] < 32)).all()

@@ -261,7 +261,9 @@ class SoundStormModel(SoundStormPreTrainedModel):
         head_dim = self.config.hidden_size // self.config.num_attention_heads
         rotary = rotary_cos_sin(num_frames, head_dim, self.config.rope_theta, hidden_states.device, hidden_states.dtype)
         attention_bias = frame_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # An all-ones mask is dropped so that SDPA can use its fastest kernel; under torch.compile the check would
+        # break the graph (and a CUDA graph with it), so a given mask is always applied there.
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             visible = attention_mask.bool()
             attention_bias = visible[:, None, None, :]  # (batch, 1, 1, frames): keys each query may attend to
             frame_mask = visible[:, :, None].to(hidden_states.dtype)  # (batch, frames, 1)
