@@ -61,12 +61,15 @@ def profile_pass(model, num_frames: int, repeats: int) -> dict:
             for _ in range(repeats):
                 one_pass()
     events = profiler.key_averages()
-    seconds = lambda names: sum(e.self_cpu_time_total for e in events if names(e.key)) / 1e6 / repeats  # noqa: E731
+
+    def seconds_per_pass(selected) -> float:
+        return sum(e.self_cpu_time_total for e in events if selected(e.key)) / 1e6 / repeats
+
     return {
         "matrix_flops": counter.get_total_flops(),
-        "matrix_s": seconds(lambda key: key in MATMUL_OPS),
-        "attention_s": seconds(lambda key: "scaled_dot_product" in key),
-        "profiled_s": seconds(lambda key: True),
+        "matrix_s": seconds_per_pass(lambda key: key in MATMUL_OPS),
+        "attention_s": seconds_per_pass(lambda key: "scaled_dot_product" in key),
+        "profiled_s": seconds_per_pass(lambda key: True),
         "wall_s": wall,
     }
 

@@ -34,10 +34,12 @@ def machine_line(result) -> str:
 
 def variant(settings) -> str:
     """How the decoding pass ran: dtype and compilation."""
-    compiled = settings["compile"]
-    text = settings["dtype"] + ("" if not compiled else ", compiled" if compiled in (True, "default")
-                                else f", compiled ({compiled})")
-    return text + (", AR compiled with a static cache" if settings.get("ar_compile") else "")
+    text, compiled = settings["dtype"], settings["compile"]  # compile: False, or the torch.compile mode
+    if compiled:
+        text += ", compiled" if compiled in (True, "default") else f", compiled ({compiled})"
+    if settings.get("ar_compile"):
+        text += ", AR compiled with a static cache"
+    return text
 
 
 def generation_tables(results: list[dict]) -> list[str]:
@@ -156,7 +158,7 @@ def plot(generation: list[dict], out: Path) -> bool:
                     ax_mem.plot(xs, [c["soundstorm"]["peak_mib"] for c in cells], "o-", label=label)
             ar = [c for c in cells if "autoregressive" in c]
             if ar:
-                label = "AR Llama, batch {}{}".format(batch, ", compiled" if result["settings"].get("ar_compile") else "")
+                label = f"AR Llama, batch {batch}" + (", compiled" if settings.get("ar_compile") else "")
                 ax_time.plot([c["seconds"] for c in ar], [c["autoregressive"]["median_s"] for c in ar], "s--",
                              label=label)
                 if all(c["autoregressive"]["peak_mib"] is not None for c in ar):
@@ -168,7 +170,8 @@ def plot(generation: list[dict], out: Path) -> bool:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     machine = generation[0]["machine"]
-    where = machine.get("gpu") or f"{machine['device']}, {machine['torch_threads']} thread(s), {machine['logical_cpus']} CPUs"
+    where = machine.get("gpu") or (
+        f"{machine['device']}, {machine['torch_threads']} thread(s), {machine['logical_cpus']} CPUs")
     fig.suptitle(f"preset {generation[0]['settings']['preset']}, {where}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -185,14 +188,14 @@ def main(argv=None):
              "every figure is a median over repeats after warm-up, contenders alternating in one process.", "",
              "## Generation: SoundStorm against an autoregressive Llama of the same size", ""]
     lines += generation_tables(generation) if generation else ["Not run."]
-    lines += ["", "## Against soundstorm-pytorch 0.6.1", ""]
-    lines += [line for p in sorted(d.glob("soundstorm_pytorch*.json")) for line in sspt_table(load(d, p.name)) + [""]]
-    floors = sorted(d.glob("decoding_floor*.json"))
+    def tables(pattern: str, table) -> list[str]:  # one table per matching result file
+        return [line for path in sorted(d.glob(pattern)) for line in table(json.loads(path.read_text())) + [""]]
+
+    lines += ["", "## Against soundstorm-pytorch 0.6.1", ""] + tables("soundstorm_pytorch*.json", sspt_table)
+    floors = tables("decoding_floor*.json", floor_table)
     if floors:
-        lines += ["## How far a faster decoder could go: the floor of a pass", ""]
-        lines += [line for p in floors for line in floor_table(load(d, p.name)) + [""]]
-    lines += ["## Training throughput", ""]
-    lines += [line for p in sorted(d.glob("training*.json")) for line in training_table(load(d, p.name)) + [""]]
+        lines += ["## How far a faster decoder could go: the floor of a pass", "", *floors]
+    lines += ["## Training throughput", ""] + tables("training*.json", training_table)
     if (d / "decoder_optimizations.json").exists():
         lines += ["## Decoder speed edits, before and after", ""] + optimization_table(
             load(d, "decoder_optimizations.json")) + [""]
