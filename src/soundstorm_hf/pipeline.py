@@ -1,13 +1,17 @@
-"""Audio in, audio out: semantic tokenizer -> SoundStorm -> codec decoder."""
+"""Audio in, audio out: semantic tokenizer -> SoundStorm -> codec decoder, in chunks so memory stays flat."""
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
 
-from .audio import load_audio, prepare_waveform
+from .audio import AudioSource, stream_waveform
 from .modeling_soundstorm import SoundStormForConditionalGeneration
 from .tokenizers import (
     AcousticCodec,
@@ -17,10 +21,27 @@ from .tokenizers import (
     load_acoustic_codec,
     load_semantic_tokenizer,
 )
-from .tokenizers.base import local_folder
+from .tokenizers.base import local_folder, local_path_or_hub_id
 
 CODEC_SUBFOLDER = "codec"
 SEMANTIC_SUBFOLDER = "semantic_tokenizer"
+# Output level: peaks are bent down from the knee so that none exceeds the ceiling (16-bit files never clip).
+OUTPUT_CEILING = 10 ** (-1 / 20)  # -1 dBFS
+LIMITER_KNEE = 10 ** (-3 / 20)  # -3 dBFS
+# An output whose peak stays below this is reported as silence (-60 dBFS): typically an undertrained model.
+SILENT_OUTPUT_PEAK = 1e-3
+
+
+def soft_limit(audio: np.ndarray) -> np.ndarray:
+    """Bend samples above `LIMITER_KNEE` smoothly (tanh) under `OUTPUT_CEILING`, in place; quieter ones are kept.
+
+    Memoryless, so chunked decoding gives the same samples as decoding at once.
+    """
+    span = OUTPUT_CEILING - LIMITER_KNEE
+    magnitude = np.abs(audio)
+    loud = magnitude > LIMITER_KNEE
+    audio[loud] = np.sign(audio[loud]) * (LIMITER_KNEE + span * np.tanh((magnitude[loud] - LIMITER_KNEE) / span))
+    return audio
 
 
 def check_compatible(model: SoundStormForConditionalGeneration, codec: AcousticCodec, semantic: SemanticTokenizer):
@@ -41,40 +62,17 @@ def check_compatible(model: SoundStormForConditionalGeneration, codec: AcousticC
         raise ValueError("The tokenizers do not match the model: " + "; ".join(mismatches) + ".")
 
 
-def read_audio(audio, sampling_rate: int | None, name: str) -> tuple[np.ndarray, int, str]:
-    """Any supported audio input -> `(array, sampling_rate, name)`.
-
-    Accepts a file path, a `{"array", "sampling_rate"}` dict (as `datasets` yields), an `(array, sampling_rate)`
-    tuple, or an array with `sampling_rate`.
-    """
-    if isinstance(audio, (str, Path)):
-        audio, sampling_rate = load_audio(audio)
-    elif isinstance(audio, dict):
-        if "array" not in audio or "sampling_rate" not in audio:
-            raise ValueError(f"The {name} dict needs `array` and `sampling_rate` keys, got {sorted(audio)}.")
-        audio, sampling_rate = audio["array"], audio["sampling_rate"]
-    elif isinstance(audio, tuple):
-        audio, sampling_rate = audio
-    if sampling_rate is None:
-        raise ValueError(f"The {name} is an array without a `sampling_rate`.")
-    return audio, sampling_rate, name
-
-
-def prepare(audio, sampling_rate: int, name: str, target_sampling_rate: int) -> torch.Tensor:
-    """Mono float waveform `(samples,)` at `target_sampling_rate`; errors say which input was bad."""
-    try:
-        return prepare_waveform(audio, sampling_rate, target_sampling_rate)
-    except ValueError as error:
-        raise ValueError(f"Bad {name}: {error}") from error
-
-
 class SoundStormPipeline:
     """Resynthesis and voice conversion with SoundStorm.
 
     `pipe(content_audio, voice_prompt=prompt_audio)` takes the semantic tokens of `content_audio` (what is said)
     and the codec tokens of `voice_prompt` (who says it, and how it sounds), generates the codes of the content in
-    that voice, and decodes them. Audio longer than the model's `max_frames` is generated in windows, each
-    prompted by the end of the one before, so memory does not grow with length.
+    that voice, and decodes them.
+
+    Memory does not grow with the length of the input: the content is read, resampled and tokenized in chunks of
+    `chunk_seconds`, the model generates in windows of its `max_frames` (each prompted by the end of the one
+    before), and the codes are decoded in chunks; only the token ids (a few bytes a frame) and the output are whole.
+    `convert_to_file` streams the output to a file as well.
 
     Args:
         model: the SoundStorm model.
@@ -82,7 +80,13 @@ class SoundStormPipeline:
         semantic_tokenizer: the tokenizer of the model's conditioning stream.
         context_seconds: how much of the previous window (or of the voice prompt) prompts the next window.
         min_prompt_seconds: shorter voice prompts are rejected: they carry too little of the voice.
+        max_input_seconds: longer content or voice prompts are refused before they are read (default: no limit).
+        chunk_seconds: audio tokenized and decoded at a time. Each chunk also sees `overlap_seconds` of audio (or
+            codes) on either side, and decoded chunks are cross-faded over `overlap_seconds` where they meet.
+            Content up to `chunk_seconds + overlap_seconds` long goes through in one piece.
     """
+
+    overlap_seconds = 1.0
 
     def __init__(
         self,
@@ -91,10 +95,15 @@ class SoundStormPipeline:
         semantic_tokenizer: SemanticTokenizer,
         context_seconds: float = 3.0,
         min_prompt_seconds: float = 1.0,
+        max_input_seconds: float | None = None,
+        chunk_seconds: float = 30.0,
     ):
         check_compatible(model, codec, semantic_tokenizer)
+        if chunk_seconds < 4 * self.overlap_seconds:
+            raise ValueError(f"chunk_seconds ({chunk_seconds}) must be at least 4 x {self.overlap_seconds} s.")
         self.model, self.codec, self.semantic_tokenizer = model.eval(), codec, semantic_tokenizer
         self.context_seconds, self.min_prompt_seconds = context_seconds, min_prompt_seconds
+        self.max_input_seconds, self.chunk_seconds = max_input_seconds, chunk_seconds
 
     @classmethod
     def from_pretrained(
@@ -103,14 +112,20 @@ class SoundStormPipeline:
         device: str | torch.device | None = None,
         context_seconds: float = 3.0,
         min_prompt_seconds: float = 1.0,
+        max_input_seconds: float | None = None,
+        chunk_seconds: float = 30.0,
         **model_kwargs,
     ):
         """Rebuilds model, codec and semantic tokenizer from a model folder or Hub repo.
 
         The model config's `codec_name_or_path` / `semantic_tokenizer_name_or_path` name either a subfolder of the
         model (saved with it) or a Hub id / path of their own. `model_kwargs` go to the model's `from_pretrained`
-        (e.g. `dtype`, `revision`).
+        (e.g. `dtype`, `revision`). A path that does not exist, a folder without config.json or without the
+        tokenizer subfolders its config names, and (offline) a Hub id that is not cached fail at once, naming it.
         """
+        local = local_path_or_hub_id(name_or_path, "model")
+        if local is not None and not (local / "config.json").is_file():
+            raise FileNotFoundError(f"model: config.json missing in {local}: not a saved SoundStorm model folder.")
         model = SoundStormForConditionalGeneration.from_pretrained(name_or_path, **model_kwargs)
         config = model.config
         if not config.codec_name_or_path or not config.semantic_tokenizer_name_or_path:
@@ -119,14 +134,25 @@ class SoundStormPipeline:
                 "`semantic_tokenizer_name_or_path` in config.json); build the pipeline with "
                 "`SoundStormPipeline(model, codec, semantic_tokenizer)`."
             )
-        folder = local_folder(name_or_path)
+        folder = local or local_folder(name_or_path)
 
-        def resolve(source: str) -> str:
-            return str(folder / source) if (folder / source).exists() else source
+        def resolve(source: str, key: str) -> str:
+            if (folder / source).is_dir():
+                return str(folder / source)
+            if "/" not in source and not Path(source).is_dir():  # a subfolder, as `save_pretrained` records it
+                raise FileNotFoundError(
+                    f"{name_or_path}: the subfolder {source}/ that config.json names ({key}) is missing."
+                )
+            return source
 
-        codec = load_acoustic_codec(resolve(config.codec_name_or_path))
-        semantic_tokenizer = load_semantic_tokenizer(resolve(config.semantic_tokenizer_name_or_path))
-        return cls(model, codec, semantic_tokenizer, context_seconds, min_prompt_seconds).to(device)
+        codec = load_acoustic_codec(resolve(config.codec_name_or_path, "codec_name_or_path"))
+        semantic_tokenizer = load_semantic_tokenizer(
+            resolve(config.semantic_tokenizer_name_or_path, "semantic_tokenizer_name_or_path")
+        )
+        pipe = cls(
+            model, codec, semantic_tokenizer, context_seconds, min_prompt_seconds, max_input_seconds, chunk_seconds
+        )
+        return pipe.to(device)
 
     def save_pretrained(self, directory: str | Path, **kwargs) -> None:
         """Saves the model with its tokenizers in subfolders, so that `from_pretrained(directory)` needs nothing else."""
@@ -159,42 +185,175 @@ class SoundStormPipeline:
     ) -> dict:
         """Resynthesizes `audio` (in the voice of `voice_prompt` when given).
 
-        Audio is anything `read_audio` accepts, mono or stereo, at any rate. Keyword
-        arguments go to `generate` (e.g. `steps_per_level`, `temperature`, `seed`, `guidance_scale`).
+        Audio is anything `AudioSource` accepts (a file, an array with its rate), mono or stereo, at any rate.
+        Keyword arguments go to `generate` (e.g. `steps_per_level`, `temperature`, `seed`, `guidance_scale`).
+
+        The output is soft-limited to -1 dBFS (`soft_limit`: samples above -3 dBFS are bent down, quieter ones kept),
+        so that writing it as 16-bit PCM never clips; a warning says how many samples went over -1 dBFS. An output
+        that stays below -60 dBFS (an undertrained model, say) is returned with a warning.
 
         Returns `{"audio": np.ndarray (samples,), "sampling_rate": int}`, the prompt part cut off.
         """
-        content = prepare(*read_audio(audio, sampling_rate, "content audio"), self.semantic_tokenizer.sampling_rate)
-        semantic_ids = self.semantic_tokenizer.encode(content)[0]  # (semantic frames,)
+        codes, semantic_ids, num_samples = self._generate(
+            audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs
+        )
+        output = np.empty(num_samples, dtype=np.float32)
+        position = 0
+        for block in self._decode(codes, semantic_ids, num_samples):
+            output[position : position + block.shape[0]] = block
+            position += block.shape[0]
+        return {"audio": output[:position], "sampling_rate": self.codec.sampling_rate}
+
+    def convert_to_file(
+        self,
+        audio,
+        path: str | Path,
+        sampling_rate: int | None = None,
+        voice_prompt=None,
+        prompt_sampling_rate: int | None = None,
+        subtype: str | None = None,
+        **generate_kwargs,
+    ) -> dict:
+        """Like calling the pipeline, but writes the output to `path` chunk by chunk (format from the extension,
+        `subtype` as `soundfile` names it, e.g. "PCM_16", its default for wav), so not even the output is held whole.
+
+        Returns `{"path": str, "sampling_rate": int, "num_samples": int}`.
+        """
+        codes, semantic_ids, num_samples = self._generate(
+            audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs
+        )
+        with soundfile.SoundFile(str(path), "w", self.codec.sampling_rate, 1, subtype) as file:
+            for block in self._decode(codes, semantic_ids, num_samples):
+                file.write(block)
+        return {"path": str(path), "sampling_rate": self.codec.sampling_rate, "num_samples": num_samples}
+
+    def _generate(self, audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs) -> tuple:
+        """Codes `(levels, frames)` and semantic ids `(semantic frames,)` of the content, and its output length."""
+        content = AudioSource(audio, sampling_rate, "content audio", self.max_input_seconds)
+        semantic_ids, content_samples = self._tokenize_content(content)
         prompt_codes = prompt_semantic = None
         if voice_prompt is not None:
             prompt_codes, prompt_semantic = self._encode_prompt(voice_prompt, prompt_sampling_rate)
         context_frames = round(self.context_seconds * self.model.config.acoustic_frame_rate)
         codes = self.model.generate_long(semantic_ids, prompt_codes, prompt_semantic, context_frames, **generate_kwargs)
+        num_samples = round(content_samples * self.codec.sampling_rate / self.semantic_tokenizer.sampling_rate)
+        return codes, semantic_ids, num_samples
+
+    def _tokenize_content(self, content: AudioSource) -> tuple[torch.Tensor, int]:
+        """Semantic ids `(semantic frames,)` of `content` and its length in samples at the tokenizer's rate.
+
+        Chunks of `chunk_seconds` are tokenized with `overlap_seconds` of audio on either side and keep the tokens of
+        their own frames, so boundary frames see their neighbours; tokens that depend on the whole input (the
+        offline MFCC tokenizer's per-utterance normalization, an SSL model's attention) see a chunk instead, and
+        can differ from whole-input tokens (tested in tests/test_pipeline_faults.py).
+        """
+        tokenizer = self.semantic_tokenizer
+        chunk, overlap = (self._whole_frames(s, tokenizer) for s in (self.chunk_seconds, self.overlap_seconds))
+        ids, buffer, left, total = [], np.zeros(0, dtype=np.float32), 0, 0  # buffer starts `left` samples early
+        for block in stream_waveform(content, tokenizer.sampling_rate):
+            total += block.shape[0]
+            buffer = np.concatenate([buffer, block])
+            while buffer.shape[0] >= left + chunk + overlap:
+                ids.append(self._encode_chunk(buffer[: left + chunk + overlap], left, left + chunk))
+                buffer, left = buffer[left + chunk - overlap :], overlap
+        ids.append(self._encode_chunk(buffer, left, buffer.shape[0]))
+        unit = self.model.config.semantic_upsampling.denominator * tokenizer.hop_length
+        if total < unit:
+            raise content.error(
+                f"{total} samples ({total / tokenizer.sampling_rate:.4f} s) at {tokenizer.sampling_rate} Hz; at least "
+                f"{unit / tokenizer.sampling_rate:.3f} s (one semantic unit) is needed"
+            )
+        return torch.cat(ids), total
+
+    def _encode_chunk(self, waveform: np.ndarray, start: int, end: int) -> torch.Tensor:
+        """Tokens `(frames,)` of samples `[start, end)` of `waveform (samples,)`, encoded with what surrounds them."""
+        tokenizer = self.semantic_tokenizer
+        ids = tokenizer.encode(torch.from_numpy(waveform))[0]  # (frames,)
+        return ids[start // tokenizer.hop_length : tokenizer.num_frames(end)]
+
+    def _whole_frames(self, seconds: float, module) -> int:
+        """`seconds` rounded to whole frames of `module`, in samples."""
+        return round(seconds * module.frame_rate) * module.hop_length
+
+    def _decode(self, codes: torch.Tensor, semantic_ids: torch.Tensor, num_samples: int) -> Iterator[np.ndarray]:
+        """Output blocks `(samples,)`, `num_samples` in all, soft-limited, with warnings for overs and silence.
+
+        Codes `(levels, frames)` are decoded in chunks of `chunk_seconds` with `overlap_seconds` of codes on either
+        side; neighbouring chunks are cross-faded linearly over `overlap_seconds` around their boundary. Codes up to
+        `chunk_seconds` long are decoded at once.
+        """
+        hop, total_frames = self.codec.hop_length, codes.shape[-1]
+        overlap = round(self.overlap_seconds * self.codec.frame_rate)
+        half = overlap // 2  # frames faded on each side of a boundary
+        num_chunks = math.ceil(total_frames / max(1, round(self.chunk_seconds * self.codec.frame_rate)))
+        bounds = [index * total_frames // num_chunks for index in range(num_chunks + 1)]
+        fade_in = ((np.arange(2 * half * hop) + 0.5) / (2 * half * hop)).astype(np.float32)
+        position, overs, peak, tail = 0, 0, 0.0, None
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            low, high = max(0, start - overlap), min(total_frames, end + overlap)
+            audio = self._decode_frames(codes, semantic_ids, low, high)  # (samples,) from frame `low`
+            blocks, first = [], (start - low) * hop
+            if tail is not None:
+                blocks.append(tail * fade_in[::-1] + audio[first - half * hop : first + half * hop] * fade_in)
+                first += half * hop
+            last = (end - low - half) * hop if end < total_frames else audio.shape[0]
+            blocks.append(audio[first:last])
+            tail = audio[last : last + 2 * half * hop]
+            for block in blocks:
+                block = block[: num_samples - position]
+                position += block.shape[0]
+                overs += int((np.abs(block) > OUTPUT_CEILING).sum())
+                peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                yield soft_limit(block)
+        if overs:
+            warnings.warn(
+                f"{overs} output samples ({100 * overs / max(position, 1):.2f}%) went over -1 dBFS (peak "
+                f"{20 * math.log10(peak):+.1f} dBFS); they were soft-limited to -1 dBFS instead of clipping.",
+                stacklevel=3,
+            )
+        if peak < SILENT_OUTPUT_PEAK:
+            warnings.warn(
+                f"The output is silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS, below -60 dBFS): is the "
+                "model trained, and does it match its codec?",
+                stacklevel=3,
+            )
+
+    def _decode_frames(self, codes: torch.Tensor, semantic_ids: torch.Tensor, low: int, high: int) -> np.ndarray:
+        """Audio `((high - low) * hop_length,)` of frames `[low, high)` of codes `(levels, frames)`."""
         decode_kwargs = {}
         if isinstance(self.codec, MimiCodec) and isinstance(self.semantic_tokenizer, MimiSemanticTokenizer):
             # Mimi's decoder adds its semantic codebook to the acoustic ones: here they are the content's tokens.
-            decode_kwargs["semantic_codes"] = semantic_ids[None, : codes.shape[-1]]
-        waveform = self.codec.decode(codes[None], **decode_kwargs)[0]
-        num_samples = round(content.shape[-1] * self.codec.sampling_rate / self.semantic_tokenizer.sampling_rate)
-        return {"audio": waveform[:num_samples].cpu().numpy(), "sampling_rate": self.codec.sampling_rate}
+            decode_kwargs["semantic_codes"] = semantic_ids[None, low:high]
+        return self.codec.decode(codes[None, :, low:high], **decode_kwargs)[0].cpu().numpy()
 
     def _encode_prompt(self, voice_prompt, sampling_rate) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes `(levels, frames)` and semantic ids of the prompt, cut to whole semantic units.
 
-        Generation is prompted with the last `context_seconds` of it.
+        Generation is prompted with the last `context_seconds` of it; of a prompt longer than `chunk_seconds`, only
+        its last `chunk_seconds` are read into memory and encoded.
         """
         config = self.model.config
         ratio = config.semantic_upsampling
-        prompt = read_audio(voice_prompt, sampling_rate, "voice prompt")
-        codec_wave = prepare(*prompt, self.codec.sampling_rate)
+        prompt = AudioSource(voice_prompt, sampling_rate, "voice prompt", self.max_input_seconds)
+        semantic = self.semantic_tokenizer
+        seconds = self._whole_frames(self.chunk_seconds, semantic) / semantic.sampling_rate
+        codec_wave = self._tail(prompt, self.codec.sampling_rate, seconds)
         duration = codec_wave.shape[-1] / self.codec.sampling_rate
         if duration < self.min_prompt_seconds:
             raise ValueError(
                 f"The voice prompt is too short: {duration:.2f} s, at least {self.min_prompt_seconds} s are needed."
             )
-        semantic_wave = prepare(*prompt, self.semantic_tokenizer.sampling_rate)
+        semantic_wave = self._tail(prompt, self.semantic_tokenizer.sampling_rate, seconds)
         codes = self.codec.encode(codec_wave)[0]  # (levels, frames)
         semantic_ids = self.semantic_tokenizer.encode(semantic_wave)[0]  # (semantic frames,)
         units = min(codes.shape[-1] // ratio.numerator, semantic_ids.shape[0] // ratio.denominator)
         return codes[:, : units * ratio.numerator], semantic_ids[: units * ratio.denominator]
+
+    @staticmethod
+    def _tail(source: AudioSource, sampling_rate: int, seconds: float) -> torch.Tensor:
+        """The last `seconds` of `source` at `sampling_rate`, mono `(samples,)`, reading one block at a time."""
+        keep = round(seconds * sampling_rate)
+        tail = np.zeros(0, dtype=np.float32)
+        for block in stream_waveform(source, sampling_rate):
+            tail = np.concatenate([tail, block])[-keep:]
+        return torch.from_numpy(tail)

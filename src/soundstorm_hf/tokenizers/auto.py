@@ -11,6 +11,7 @@ from .base import (
     SEMANTIC_CONFIG_NAME,
     AcousticCodec,
     SemanticTokenizer,
+    local_path_or_hub_id,
     read_tokenizer_config,
     split_hub_kwargs,
 )
@@ -32,17 +33,25 @@ TRANSFORMERS_SEMANTIC = ("mimi",)
 def load_acoustic_codec(name_or_path: str | Path, **kwargs) -> AcousticCodec:
     """Load a codec from a Hub id or folder: one saved by this package (any codec), or a transformers DAC, EnCodec
     or Mimi checkpoint. Keyword arguments go to the class's `from_pretrained` (e.g. `num_levels`, `device`)."""
-    return _load(name_or_path, CODEC_CONFIG_NAME, ACOUSTIC_CODECS, TRANSFORMERS_ACOUSTIC, kwargs)
+    return _load(name_or_path, "codec", CODEC_CONFIG_NAME, ACOUSTIC_CODECS, TRANSFORMERS_ACOUSTIC, kwargs)
 
 
 def load_semantic_tokenizer(name_or_path: str | Path, **kwargs) -> SemanticTokenizer:
     """Load a semantic tokenizer from a Hub id or folder: one saved by this package (offline MFCC, SSL + k-means,
     Mimi), or a transformers Mimi checkpoint (its semantic codebook). An SSL model alone is not a tokenizer: fit one
     with `SSLKMeansTokenizer.from_pretrained(name, layer=...).fit(...)`."""
-    return _load(name_or_path, SEMANTIC_CONFIG_NAME, SEMANTIC_TOKENIZERS, TRANSFORMERS_SEMANTIC, kwargs)
+    return _load(
+        name_or_path, "semantic tokenizer", SEMANTIC_CONFIG_NAME, SEMANTIC_TOKENIZERS, TRANSFORMERS_SEMANTIC, kwargs
+    )
 
 
-def _load(name_or_path, config_name: str, classes: dict, transformers_types: tuple, kwargs: dict):
+def _load(name_or_path, what: str, config_name: str, classes: dict, transformers_types: tuple, kwargs: dict):
+    folder = local_path_or_hub_id(name_or_path, what)
+    if folder is not None and not (folder / config_name).is_file() and not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{what}: {folder} holds neither {config_name} (a tokenizer saved by this package) nor config.json "
+            "(a transformers checkpoint)."
+        )
     hub_kwargs, _ = split_hub_kwargs(kwargs)
     saved = read_tokenizer_config(name_or_path, config_name, **hub_kwargs)
     if saved is not None:

@@ -24,7 +24,9 @@ from typing import Any
 
 import torch
 from huggingface_hub import hf_hub_download, snapshot_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.constants import is_offline_mode
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 from torch import nn
 
 CODEC_CONFIG_NAME = "soundstorm_codec.json"
@@ -210,6 +212,33 @@ def local_folder(name_or_path: str | Path, **hub_kwargs) -> Path:
     """A local folder with the files of `name_or_path`, downloading the Hub repo when it is not a folder."""
     path = Path(name_or_path)
     return path if path.is_dir() else Path(snapshot_download(str(name_or_path), **hub_kwargs))
+
+
+def local_path_or_hub_id(name_or_path: str | Path, what: str) -> Path | None:
+    """The local folder `name_or_path` names, or None for a Hub repo id.
+
+    Fails at once, naming `what` and the path, where loading could only fail later and less clearly (or after a
+    minute of Hub retries): a path that does not exist (anything that cannot be a repo id: absolute, `./`, `~`,
+    two slashes), a file, or, offline (`HF_HUB_OFFLINE=1`), a repo id that is not in the Hub cache.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"{what}: {path} is a file, not a folder.")
+        return path
+    try:
+        validate_repo_id(str(name_or_path))
+    except HFValidationError:
+        raise FileNotFoundError(f"{what}: no such folder: {path}") from None
+    if is_offline_mode():
+        try:
+            snapshot_download(str(name_or_path), local_files_only=True)
+        except LocalEntryNotFoundError:
+            raise FileNotFoundError(
+                f"{what}: {name_or_path} is not a local folder, and the Hub is offline (HF_HUB_OFFLINE=1) with no "
+                "cached copy of it."
+            ) from None
+    return None
 
 
 def is_hub_id(source: str | None) -> bool:
