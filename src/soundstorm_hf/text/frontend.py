@@ -1,0 +1,142 @@
+"""The offline text front end: text -> speech with a rule-based synthesizer -> SoundStorm in a prompt's voice.
+
+No text-to-semantic model is trained yet, so the content of text input comes from speech rendered by espeak-ng (or
+flite): the pipeline takes that audio's semantic tokens, which carry what is said, and generates it in the voice of
+the prompt. Dialogue transcripts (`[A] Hello there. [B] Hi!`) are checked in full before anything is generated,
+so a typo in the last turn fails at once instead of after minutes of generation.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from ..audio import synthesize_speech
+
+ENGINES = ("espeak-ng", "flite")
+SPEAKER_TAG = re.compile(r"\[([^\[\]]*)\]")
+
+
+@dataclass(frozen=True)
+class Turn:
+    speaker: str
+    text: str
+
+
+def available_engine() -> str:
+    """The first installed synthesizer of `ENGINES`."""
+    for engine in ENGINES:
+        if shutil.which(engine):
+            return engine
+    raise RuntimeError("No speech synthesizer is installed: `apt-get install espeak-ng` (or flite).")
+
+
+def render_text(text: str, engine: str | None = None, voice: str | None = None) -> tuple[np.ndarray, int]:
+    """Speak `text` with `engine` (default: the first installed): `(waveform (samples,), sampling_rate)`."""
+    text = text.strip()
+    if not text:
+        raise ValueError("The text is empty.")
+    engine = engine or available_engine()
+    if engine == "espeak-ng":
+        return synthesize_speech(text, voice or "en")
+    if engine == "flite":
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "speech.wav"
+            command = ["flite", "-t", text, "-o", str(path)] + (["-voice", voice] if voice else [])
+            subprocess.run(command, capture_output=True, check=True)
+            waveform, sampling_rate = soundfile.read(path, dtype="float32")
+        return waveform, sampling_rate
+    raise ValueError(f"Unknown text-to-speech engine {engine!r}: choose one of {', '.join(ENGINES)}.")
+
+
+def parse_dialogue(transcript: str, speakers=None) -> list[Turn]:
+    """`"[A] Hello. [B] Hi!"` -> `[Turn("A", "Hello."), Turn("B", "Hi!")]`.
+
+    Raises `ValueError` naming the problem: no tag, text before the first tag, an empty tag or turn, or a speaker
+    not in `speakers` (when given).
+    """
+    parts = SPEAKER_TAG.split(transcript)  # [before, speaker, text, speaker, text, ...]
+    if len(parts) == 1:
+        raise ValueError("The transcript has no turns: start every turn with a speaker tag like [A].")
+    if parts[0].strip():
+        raise ValueError(
+            f"Text before the first speaker tag: {parts[0].strip()[:40]!r}; start every turn with a tag like [A]."
+        )
+    turns = []
+    for number, (speaker, text) in enumerate(zip(parts[1::2], parts[2::2]), start=1):
+        speaker, text = speaker.strip(), " ".join(text.split())
+        if not speaker:
+            raise ValueError(f"Turn {number} has an empty speaker tag [].")
+        if speakers is not None and speaker not in speakers:
+            raise ValueError(
+                f"Turn {number} has an unknown speaker tag [{speaker}]; known speakers: "
+                + ", ".join(f"[{name}]" for name in speakers)
+                + "."
+            )
+        if not text:
+            raise ValueError(f"Turn {number} ([{speaker}]) is empty.")
+        turns.append(Turn(speaker, text))
+    return turns
+
+
+class TextToSpeech:
+    """Text and dialogue on top of a `SoundStormPipeline`, through its public call only.
+
+    Args:
+        pipe: the pipeline whose semantic tokenizer, model and codec turn the rendered speech into the prompt's
+            voice.
+        engine: synthesizer for the content (`"espeak-ng"` or `"flite"`; default: the first installed).
+        voice: the synthesizer's voice; it shapes only the content's timing, the output voice is the prompt's.
+        max_characters: longer text is refused, so that one request cannot hold a shared server for long.
+    """
+
+    def __init__(self, pipe, engine: str | None = None, voice: str | None = None, max_characters: int = 1000):
+        self.pipe, self.engine, self.voice, self.max_characters = pipe, engine, voice, max_characters
+
+    def _check_length(self, text: str, what: str = "The text") -> None:
+        if len(text) > self.max_characters:
+            raise ValueError(f"{what} is too long: {len(text)} characters, at most {self.max_characters}.")
+
+    def tts(self, text: str, voice_prompt=None, **generate_kwargs) -> dict:
+        """Speak `text` in the voice of `voice_prompt` (unprompted without one).
+
+        Returns the pipeline's `{"audio", "sampling_rate"}`.
+        """
+        self._check_length(text)
+        return self.pipe(render_text(text, self.engine, self.voice), voice_prompt=voice_prompt, **generate_kwargs)
+
+    def dialogue(self, transcript: str, voice_prompts: dict, pause_seconds: float = 0.4, **generate_kwargs) -> dict:
+        """Generate each turn of `transcript` in its speaker's voice and join the turns with `pause_seconds` of silence.
+
+        `voice_prompts` maps each speaker tag (without brackets) to its prompt. Every turn is checked and rendered
+        before the first is generated. Returns `{"audio", "sampling_rate", "timeline"}`, the timeline a list of
+        `{"speaker", "text", "start", "end"}` in seconds.
+        """
+        self._check_length(transcript, "The transcript")
+        if pause_seconds < 0:
+            raise ValueError(f"The pause must be >= 0 seconds, got {pause_seconds}.")
+        turns = parse_dialogue(transcript, speakers=list(voice_prompts))
+        for turn in turns:
+            if voice_prompts[turn.speaker] is None:
+                raise ValueError(f"Speaker [{turn.speaker}] has no voice prompt.")
+        speech = [render_text(turn.text, self.engine, self.voice) for turn in turns]
+        rate = self.pipe.sampling_rate
+        pause = np.zeros(round(pause_seconds * rate), dtype=np.float32)
+        pieces, timeline, start = [], [], 0.0
+        for number, (turn, content) in enumerate(zip(turns, speech)):
+            audio = self.pipe(content, voice_prompt=voice_prompts[turn.speaker], **generate_kwargs)["audio"]
+            if number:
+                pieces.append(pause)
+                start += len(pause) / rate
+            pieces.append(audio.astype(np.float32, copy=False))
+            end = start + len(audio) / rate
+            timeline.append({"speaker": turn.speaker, "text": turn.text, "start": start, "end": end})
+            start = end
+        return {"audio": np.concatenate(pieces), "sampling_rate": rate, "timeline": timeline}

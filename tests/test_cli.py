@@ -1,0 +1,126 @@
+"""`soundstorm-hf`: each command run in-process with a tiny model folder; user errors are one line, no traceback."""
+
+import shutil
+from unittest import mock
+
+import pytest
+import soundfile
+
+from soundstorm_hf import cli
+from soundstorm_hf.audio import synthesize_speech
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+from test_text import tiny_pipeline_folder  # noqa: E402, F401  (the shared tiny model folder)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    paths = {}
+    for name, text, voice in [("content", "the quick brown fox", "en+m3"), ("voice", "seven green apples", "en+f3")]:
+        paths[name] = folder / f"{name}.wav"
+        soundfile.write(paths[name], *synthesize_speech(text, voice))
+    return paths
+
+
+def fails(capsys, argv, message):
+    """Runs the CLI, expecting a user error: exit code 1 and one line on stderr containing `message`."""
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    error = capsys.readouterr().err
+    assert exit.value.code == 1
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    assert message in error, error
+    return error
+
+
+def test_convert_writes_wav_at_codec_rate(tiny_pipeline_folder, clips, tmp_path, capsys):
+    output = tmp_path / "out.wav"
+    argv = ["convert", str(clips["content"]), str(output), "--voice-prompt", str(clips["voice"])]
+    cli.main(argv + ["--model", str(tiny_pipeline_folder), "--seed", "0", "--iterations", "2", "--guidance-scale", "2"])
+    info, content = soundfile.info(output), soundfile.info(clips["content"])
+    assert info.samplerate == 16000 and abs(info.duration - content.duration) < 0.01
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_model_from_environment(tiny_pipeline_folder, clips, tmp_path, monkeypatch):
+    monkeypatch.setenv(cli.MODEL_ENV, str(tiny_pipeline_folder))
+    cli.main(["tts", "hello there", str(tmp_path / "tts.wav"), "--voice-prompt", str(clips["voice"]), "--seed", "0"])
+    assert soundfile.info(tmp_path / "tts.wav").duration > 0.3
+
+
+def test_dialogue_prints_timeline(tiny_pipeline_folder, clips, tmp_path, capsys):
+    transcript = tmp_path / "dialogue.txt"
+    transcript.write_text("[A] Hello there.\n[B] Hi!\n")
+    output = tmp_path / "dialogue.wav"
+    cli.main(
+        ["dialogue", str(transcript), str(output), "--model", str(tiny_pipeline_folder), "--pause", "0.3"]
+        + ["--speaker", f"A={clips['voice']}", "--speaker", f"B={clips['content']}", "--seed", "0"]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[A]") and lines[1].startswith("[B]")
+    end = float(lines[1].split()[3])
+    assert soundfile.info(output).duration == pytest.approx(end, abs=1e-3)
+
+
+def test_user_errors_are_one_line(tiny_pipeline_folder, clips, tmp_path, capsys, monkeypatch):
+    model = ["--model", str(tiny_pipeline_folder)]
+    out = str(tmp_path / "out.wav")
+    content, voice = str(clips["content"]), str(clips["voice"])
+    fails(capsys, ["convert", "missing.wav", out] + model, "INPUT: file not found: missing.wav")
+    fails(capsys, ["convert", content, out, "--voice-prompt", "nope.wav"] + model, "--voice-prompt: file not found")
+    fails(capsys, ["convert", content, out, "--model", "./no/such/model"], "--model: model folder not found")
+    fails(capsys, ["convert", content, str(tmp_path / "no_dir" / "out.wav")] + model, "OUTPUT: cannot write")
+    fails(capsys, ["convert", content, str(tmp_path)] + model, "OUTPUT:")
+    fails(capsys, ["convert", content, out, "--guidance-scale", "2"] + model, "--guidance-scale needs --voice-prompt")
+    fails(capsys, ["convert", content, out, "--compile"] + model, "--compile records CUDA graphs")
+    monkeypatch.delenv(cli.MODEL_ENV, raising=False)
+    monkeypatch.setattr(cli, "BUNDLED_DEFAULT", tmp_path / "default")
+    fails(capsys, ["convert", content, out], "bundled default model is not built yet")
+    silent, garbage = tmp_path / "silent.wav", tmp_path / "garbage.wav"
+    soundfile.write(silent, [0.0] * 16000, 16000)
+    garbage.write_text("not audio")
+    fails(capsys, ["convert", str(silent), out] + model, "INPUT: " + str(silent) + ": Audio is silent")
+    fails(capsys, ["convert", str(garbage), out] + model, "INPUT: not an audio file")
+    # The pipeline's own input checks, after loading, reach the user the same way.
+    short = tmp_path / "short.wav"
+    soundfile.write(short, synthesize_speech("hi", "en+f3")[0][:4000], 22050)
+    fails(capsys, ["convert", content, out, "--voice-prompt", str(short)] + model, "voice prompt is too short")
+    transcript = tmp_path / "t.txt"
+    transcript.write_text("[A] Hi. [C] Who?")
+    fails(capsys, ["dialogue", str(transcript), out, "--speaker", f"A={voice}"] + model, "unknown speaker tag [C]")
+    assert not (tmp_path / "out.wav").exists(), "nothing written, not even an empty file"
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["dialogue", "--help"])
+    assert exit.value.code == 0
+    help = capsys.readouterr().out
+    assert "(default: 0.4)" in help and "--speaker NAME=FILE" in help and "(default: None)" not in help
+
+
+def test_push_uploads_through_hfapi(tiny_pipeline_folder, capsys):
+    with mock.patch("huggingface_hub.HfApi") as api_class:
+        api = api_class.return_value
+        api.upload_folder.return_value = mock.Mock(commit_url="https://huggingface.co/me/tiny/commit/1")
+        cli.main(["push", str(tiny_pipeline_folder), "me/tiny", "--private", "--token", "secret"])
+    api_class.assert_called_once_with(token="secret")
+    api.create_repo.assert_called_once_with("me/tiny", private=True, exist_ok=True)
+    api.upload_folder.assert_called_once_with(
+        folder_path=str(tiny_pipeline_folder), repo_id="me/tiny", repo_type="model", commit_message="Upload SoundStorm model"
+    )
+    assert "pushed" in capsys.readouterr().out
+
+
+def test_push_refuses_a_folder_without_a_model(tmp_path, capsys):
+    fails(capsys, ["push", str(tmp_path), "me/tiny"], "is not a saved model folder")
+
+
+def test_prepare_and_train_delegate_to_the_scripts(capsys):
+    for command in ("prepare", "train"):
+        with pytest.raises(SystemExit) as exit:
+            cli.main([command, "--help"])
+        assert exit.value.code == 0
+        assert "--output_dir" in capsys.readouterr().out

@@ -1,0 +1,122 @@
+"""The offline text front end: dialogue parsing, rendering, and text/dialogue generation with a tiny random model.
+
+`tiny_pipeline_folder` is shared with test_cli.py and test_space.py: a random tiny SoundStorm with the offline
+tokenizer pair fitted on a few espeak-ng sentences, saved as a model folder (nothing downloaded).
+"""
+
+import functools
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
+from soundstorm_hf.audio import prepare_waveform, synthesize_speech
+from soundstorm_hf.pipeline import SoundStormPipeline
+from soundstorm_hf.text import TextToSpeech, Turn, parse_dialogue, render_text
+from soundstorm_hf.tokenizers import OfflineMelCodec, OfflineMfccTokenizer
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+@functools.cache
+def tiny_pipeline() -> SoundStormPipeline:
+    """Fitted once per test process; `max_frames=100` (2 s) so that a few seconds take several windows."""
+    from threadpoolctl import threadpool_limits
+
+    corpus = [
+        prepare_waveform(*synthesize_speech(text, voice), 16000).numpy()
+        for text, voice in [("the quick brown fox jumps over the lazy dog", "en+m3"), ("seven green apples", "en+f3")]
+    ]
+    with threadpool_limits(limits=1):
+        codec = OfflineMelCodec().fit(corpus, num_levels=3, codebook_size=16)
+        semantic = OfflineMfccTokenizer().fit(corpus, num_clusters=16)
+    torch.manual_seed(0)
+    config = SoundStormConfig.from_preset(
+        "tiny", num_levels=3, codebook_size=16, semantic_vocab_size=16, max_frames=100
+    )
+    return SoundStormPipeline(SoundStormForConditionalGeneration(config), codec, semantic, context_seconds=0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_model")
+    tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def voice_prompt():
+    return synthesize_speech("please call me back tomorrow morning", "en+f3")
+
+
+def test_parse_dialogue_turns():
+    turns = parse_dialogue("[A] Hello  there.\n[B] Hi, how are you? [A] Fine.", speakers=["A", "B"])
+    assert turns == [Turn("A", "Hello there."), Turn("B", "Hi, how are you?"), Turn("A", "Fine.")]
+
+
+@pytest.mark.parametrize(
+    "transcript, message",
+    [
+        ("[A] Hello. [C] Who?", r"Turn 2 has an unknown speaker tag \[C\]; known speakers: \[A\], \[B\]"),
+        ("[A] Hello. [B]   [A] Again.", r"Turn 2 \(\[B\]\) is empty"),
+        ("Hello. [A] Hi.", "Text before the first speaker tag"),
+        ("Just text", "no turns"),
+        ("[] Hi", "empty speaker tag"),
+    ],
+)
+def test_parse_dialogue_names_the_problem(transcript, message):
+    with pytest.raises(ValueError, match=message):
+        parse_dialogue(transcript, speakers=["A", "B"])
+
+
+@pytest.mark.parametrize("engine", ["espeak-ng", "flite"])
+def test_render_text(engine):
+    if shutil.which(engine) is None:
+        pytest.skip(f"{engine} is not installed")
+    waveform, rate = render_text("Hello there.", engine=engine)
+    assert rate >= 8000 and 0.3 < len(waveform) / rate < 3
+    with pytest.raises(ValueError, match="empty"):
+        render_text("   ", engine=engine)
+
+
+def test_tts_and_length_limit(voice_prompt):
+    speaker = TextToSpeech(tiny_pipeline(), max_characters=40)
+    output = speaker.tts("the quick brown fox", voice_prompt, seed=0)
+    speech, rate = render_text("the quick brown fox")
+    assert output["sampling_rate"] == 16000
+    assert abs(len(output["audio"]) / 16000 - len(speech) / rate) < 0.01, "the output lasts as long as the speech"
+    with pytest.raises(ValueError, match="too long: 41 characters, at most 40"):
+        speaker.tts("x" * 41, voice_prompt)
+
+
+def test_dialogue_timeline_and_checks(voice_prompt):
+    pipe = tiny_pipeline()
+    speaker = TextToSpeech(pipe)
+    other = synthesize_speech("a bright yellow boat", "en+m3")
+    calls = []
+    original = pipe.__class__.__call__
+
+    def record(self, audio, voice_prompt=None, **kwargs):
+        calls.append(voice_prompt)
+        return original(self, audio, voice_prompt=voice_prompt, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipe.__class__, "__call__", record)
+        output = speaker.dialogue(
+            "[A] Hello there. [B] Hi! [A] Bye.", {"A": voice_prompt, "B": other}, pause_seconds=0.5, seed=0
+        )
+        calls_before_errors = len(calls)
+        with pytest.raises(ValueError, match=r"Speaker \[B\] has no voice prompt"):
+            speaker.dialogue("[A] Hi. [B] Hello.", {"A": voice_prompt, "B": None})
+        with pytest.raises(ValueError, match=r"unknown speaker tag \[C\]"):
+            speaker.dialogue("[A] Hi. [C] Hello.", {"A": voice_prompt, "B": other})
+        assert len(calls) == calls_before_errors, "a bad transcript is refused before any generation"
+    assert [c is voice_prompt for c in calls] == [True, False, True], "each turn in its speaker's voice"
+    timeline, rate = output["timeline"], output["sampling_rate"]
+    assert [t["speaker"] for t in timeline] == ["A", "B", "A"]
+    assert timeline[0]["start"] == 0 and abs(timeline[-1]["end"] - len(output["audio"]) / rate) < 1e-6
+    for before, after in zip(timeline, timeline[1:]):
+        assert after["start"] - before["end"] == pytest.approx(0.5, abs=1e-3)
+        assert not np.any(output["audio"][round(before["end"] * rate) + 1 : round(after["start"] * rate) - 1])
