@@ -108,11 +108,16 @@ class AudioSource:
                     f"using the {file.frames} samples that are there (is the file truncated?).",
                     stacklevel=3,
                 )
+            done = 0
             while True:
                 try:
                     block = file.read(block_samples, dtype="float32", always_2d=True)  # (samples, channels)
                 except soundfile.LibsndfileError as error:
-                    raise self.error(f"{self.path} is damaged after {file.tell()} samples: {error}") from error
+                    raise self.error(
+                        f"{self.path} cannot be read past sample {done} of the {file.frames} its header claims "
+                        f"(truncated or damaged: {error})"
+                    ) from error
+                done += block.shape[0]
                 if block.shape[0]:
                     yield block
                 if block.shape[0] < block_samples:
@@ -161,7 +166,7 @@ def load_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.n
     length) costs no memory and is reported with a warning; files longer than `max_seconds` are refused from their
     header.
     """
-    source = AudioSource(path, name=str(path), max_seconds=max_seconds)
+    source = AudioSource(path, name="audio file", max_seconds=max_seconds)
     waveform = np.concatenate(list(source.channel_blocks()))  # (samples, channels)
     return (waveform[:, 0] if waveform.shape[1] == 1 else waveform), source.sampling_rate
 
