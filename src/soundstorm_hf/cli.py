@@ -67,22 +67,18 @@ def existing_file(path: str | None, flag: str) -> None:
 
 
 def usable_audio(path: str | None, flag: str) -> None:
-    """Refuses a missing, unreadable, empty or silent file before the model is loaded."""
+    """Refuses a missing, unreadable or empty file before the model is loaded (without reading the samples)."""
     import soundfile
-
-    from .audio import load_audio, prepare_waveform
 
     existing_file(path, flag)
     if path is None:
         return
     try:
-        waveform, sampling_rate = load_audio(path)
+        frames = soundfile.info(path).frames
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
         raise UserError(f"{flag}: not an audio file soundfile can read: {path}") from None
-    try:
-        prepare_waveform(waveform, sampling_rate)
-    except ValueError as error:
-        raise UserError(f"{flag}: {path}: {error}") from None
+    if frames == 0:
+        raise UserError(f"{flag}: the audio file is empty: {path}")
 
 
 def writable_output(path: str) -> None:
@@ -127,12 +123,15 @@ def prepared_pipeline(args, settings: dict):
     return pipe
 
 
+def report(path: str, seconds: float, sampling_rate: int, started: float) -> None:
+    print(f"wrote {path}: {seconds:.2f} s at {sampling_rate} Hz, generated in {time.perf_counter() - started:.1f} s")
+
+
 def write(output: dict, path: str, started: float) -> None:
     import soundfile
 
     soundfile.write(path, output["audio"], output["sampling_rate"])
-    seconds = len(output["audio"]) / output["sampling_rate"]
-    print(f"wrote {path}: {seconds:.2f} s at {output['sampling_rate']} Hz, generated in {time.perf_counter() - started:.1f} s")
+    report(path, len(output["audio"]) / output["sampling_rate"], output["sampling_rate"], started)
 
 
 def run_convert(args) -> None:
@@ -142,7 +141,8 @@ def run_convert(args) -> None:
     settings = generation_settings(args, [args.voice_prompt] if args.voice_prompt else [])
     pipe = prepared_pipeline(args, settings)
     started = time.perf_counter()
-    write(pipe(args.input, voice_prompt=args.voice_prompt, **settings), args.output, started)
+    output = pipe.convert_to_file(args.input, args.output, voice_prompt=args.voice_prompt, **settings)  # streamed
+    report(args.output, output["num_samples"] / output["sampling_rate"], output["sampling_rate"], started)
 
 
 def run_tts(args) -> None:

@@ -1,0 +1,300 @@
+"""The Gradio demo (the Hugging Face Space and `soundstorm-hf demo`): voice conversion, text to speech, dialogue.
+
+Each tab shows what SoundStorm did, not only what it produced: spectrograms of prompt and result, the forward pass
+that fixed each token (the level-by-level parallel decoding), and the time taken. Inputs are limited in size and
+duration and requests are queued one at a time, so one visitor cannot hold a shared CPU server; every problem with
+an input reaches the user as a one-line `gr.Error`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import soundfile
+import torch
+from matplotlib.figure import Figure
+
+from .audio import prepare_waveform
+from .text import TextToSpeech, parse_dialogue
+
+EXAMPLES = Path(__file__).parent / "examples"
+SPEAKERS = ("A", "B")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of a shared server."""
+
+    max_seconds: float = 30.0  # content audio, and each voice prompt
+    max_file_mb: float = 10.0
+    max_characters: int = 500  # text, or a whole dialogue transcript
+    concurrency: int = 1  # requests generating at once
+    queue_size: int = 16  # requests waiting; more are turned away
+
+
+class TraceRecorder:
+    """Collects, around pipeline calls, which forward pass fixed each generated token.
+
+    The pipeline generates long audio in windows through `model.generate`; the recorder asks each window for its
+    trace and keeps the part covering new frames (the window's prompt is -1 anyway), so the concatenated trace has
+    one column per output frame. A lock keeps two requests from sharing the wrapped model.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, model):
+        self.model, self.traces = model, []
+
+    def __enter__(self) -> TraceRecorder:
+        self._lock.acquire()
+        original = self.model.generate
+
+        def generate(semantic_ids, prompt_ids=None, **kwargs):
+            output = original(semantic_ids, prompt_ids=prompt_ids, return_trace=True, **kwargs)
+            start = 0 if prompt_ids is None else prompt_ids.shape[-1]
+            self.traces.append(output.trace[0, :, start:].cpu())
+            return output  # generate_long keeps `.sequences`
+
+        self.model.generate = generate
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.model.generate  # the instance attribute: the class's method shows through again
+        self._lock.release()
+
+    @property
+    def forward_passes(self) -> int:
+        """Every window runs its whole schedule, and each pass fixes at least one token on its level."""
+        return sum(int(trace.max()) + 1 for trace in self.traces)
+
+
+def spectrograms(clips: list[tuple[str, np.ndarray, int]]) -> Figure:
+    """One log-power spectrogram per `(title, audio, sampling_rate)`, stacked."""
+    figure = Figure(figsize=(9, 2.2 * len(clips)), layout="constrained")
+    for axis, (title, audio, rate) in zip(figure.subplots(len(clips), 1, squeeze=False)[:, 0], clips):
+        with np.errstate(divide="ignore"):  # pauses are digital silence: log of 0 is shown as the floor
+            axis.specgram(audio, NFFT=512, Fs=rate, noverlap=384, cmap="magma")
+        axis.set(title=title, ylabel="Hz")
+    axis.set_xlabel("seconds")
+    return figure
+
+
+def trace_picture(traces: list[torch.Tensor]) -> Figure:
+    """Levels x frames, coloured by the forward pass that fixed each token; white lines between windows."""
+    trace = torch.cat(traces, dim=-1).numpy()
+    figure = Figure(figsize=(9, 2.8), layout="constrained")
+    axis = figure.subplots()
+    image = axis.imshow(
+        np.ma.masked_less(trace, 0), aspect="auto", interpolation="nearest", cmap="viridis", origin="lower"
+    )
+    for boundary in np.cumsum([t.shape[-1] for t in traces])[:-1]:
+        axis.axvline(boundary - 0.5, color="white", linewidth=1)
+    axis.set(
+        xlabel="acoustic frame",
+        ylabel="RVQ level",
+        yticks=range(trace.shape[0]),
+        yticklabels=range(1, trace.shape[0] + 1),
+        title="Parallel decoding: the forward pass at which each token was fixed",
+    )
+    figure.colorbar(image, ax=axis, label="forward pass")
+    return figure
+
+
+class Demo:
+    """The handlers behind the tabs, over one loaded pipeline."""
+
+    def __init__(self, pipe, limits: Limits = Limits()):
+        self.pipe, self.limits = pipe, limits
+        self.text = TextToSpeech(pipe, max_characters=limits.max_characters)
+
+    def read(self, path: str | None, what: str) -> tuple[np.ndarray, int]:
+        """A checked mono waveform from an uploaded or recorded file, or a `gr.Error` saying what is wrong."""
+        if not path:
+            raise gr.Error(f"No {what}: upload a file, record one, or pick an example.")
+        size_mb = os.path.getsize(path) / 2**20
+        if size_mb > self.limits.max_file_mb:
+            raise gr.Error(f"The {what} file is too large: {size_mb:.1f} MB, at most {self.limits.max_file_mb} MB.")
+        try:
+            duration = soundfile.info(path).duration
+            waveform, rate = soundfile.read(path, dtype="float32")
+        except (soundfile.LibsndfileError, RuntimeError, TypeError):
+            raise gr.Error(f"The {what} is not an audio file this demo can read (WAV, FLAC, OGG or MP3).") from None
+        if duration > self.limits.max_seconds:
+            raise gr.Error(f"The {what} is too long: {duration:.1f} s, at most {self.limits.max_seconds:.0f} s.")
+        try:
+            return prepare_waveform(waveform, rate).numpy(), rate
+        except ValueError as error:
+            raise gr.Error(f"The {what} cannot be used: {error}") from None
+
+    def settings(self, iterations, temperature, guidance_scale, seed) -> dict:
+        levels = self.pipe.model.config.num_levels
+        return {
+            "steps_per_level": [int(iterations)] + [1] * (levels - 1),
+            "temperature": float(temperature),
+            "guidance_scale": float(guidance_scale),
+            "seed": int(seed),
+        }
+
+    def run(self, generate, prompts: list[tuple[str, np.ndarray, int]], settings: dict, notes: str = ""):
+        """Times `generate(**settings)` under a trace recorder; returns the tab's four outputs."""
+        start = time.perf_counter()
+        try:
+            with TraceRecorder(self.pipe.model) as recorder:
+                output = generate(**settings)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        seconds = time.perf_counter() - start
+        audio, rate = output["audio"], output["sampling_rate"]
+        duration = len(audio) / rate
+        timing = (
+            f"**{seconds:.2f} s** to generate {duration:.2f} s of audio (real-time factor {seconds / duration:.2f}), "
+            f"{recorder.forward_passes} forward passes in {len(recorder.traces)} window(s)."
+        )
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+        figure = spectrograms(prompts + [("result", audio, rate)])
+        return (rate, pcm), figure, trace_picture(recorder.traces), timing + notes
+
+    def convert(self, content, prompt, iterations, temperature, guidance_scale, seed):
+        content, prompt = self.read(content, "content audio"), self.read(prompt, "voice prompt")
+        settings = self.settings(iterations, temperature, guidance_scale, seed)
+        return self.run(lambda **kw: self.pipe(content, voice_prompt=prompt, **kw), [("voice prompt", *prompt)], settings)
+
+    def tts(self, text, prompt, iterations, temperature, guidance_scale, seed):
+        if not text or not text.strip():
+            raise gr.Error("No text: type something to say.")
+        prompt = self.read(prompt, "voice prompt")
+        settings = self.settings(iterations, temperature, guidance_scale, seed)
+        return self.run(lambda **kw: self.text.tts(text, prompt, **kw), [("voice prompt", *prompt)], settings)
+
+    def dialogue(self, transcript, prompt_a, prompt_b, pause, iterations, temperature, guidance_scale, seed):
+        if not transcript or not transcript.strip():
+            raise gr.Error("No transcript: write turns like [A] Hello. [B] Hi!")
+        paths = dict(zip(SPEAKERS, (prompt_a, prompt_b)))
+        try:  # a transcript naming an unknown speaker is refused before any prompt is read
+            used = {turn.speaker for turn in parse_dialogue(transcript, speakers=SPEAKERS)}
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        prompts = {name: self.read(paths[name], f"voice prompt of [{name}]") if name in used else None for name in SPEAKERS}
+        settings = self.settings(iterations, temperature, guidance_scale, seed)
+        outputs = {}
+
+        def generate(**kw):
+            outputs.update(self.text.dialogue(transcript, prompts, pause_seconds=float(pause), **kw))
+            return outputs
+
+        shown = [(f"voice prompt [{name}]", *prompt) for name, prompt in prompts.items() if prompt is not None]
+        result = self.run(generate, shown, settings)
+        lines = "\n".join(
+            f"| {turn['speaker']} | {turn['start']:.2f} | {turn['end']:.2f} | {turn['text']} |" for turn in outputs["timeline"]
+        )
+        return *result[:3], result[3] + "\n\n| speaker | start (s) | end (s) | text |\n|---|---|---|---|\n" + lines
+
+
+def example_files() -> dict[str, str]:
+    """The bundled clips by name (`content_*.wav` say something; `voice_*.wav` are voice prompts)."""
+    return {path.stem: str(path) for path in sorted(EXAMPLES.glob("*.wav"))}
+
+
+def controls(default_iterations: int):
+    """The decoding settings every tab shares."""
+    with gr.Accordion("Decoding settings", open=False):
+        with gr.Row():
+            iterations = gr.Slider(1, 32, value=default_iterations, step=1, label="Level-1 iterations")
+            temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Temperature")
+            guidance = gr.Slider(1.0, 5.0, value=1.0, step=0.1, label="Guidance scale (1 = off)")
+            seed = gr.Number(value=0, precision=0, label="Seed")
+    return [iterations, temperature, guidance, seed]
+
+
+def outputs():
+    audio = gr.Audio(
+        label="Result",
+        type="numpy",
+        interactive=False,
+        elem_id="result-audio",
+        waveform_options=gr.WaveformOptions(show_recording_waveform=False),  # the browser's own <audio> player
+    )
+    timing = gr.Markdown(elem_id="timing")
+    spectrogram = gr.Plot(label="Spectrograms")
+    trace = gr.Plot(label="Parallel decoding")
+    return [audio, spectrogram, trace, timing]
+
+
+def audio_input(label: str, elem_id: str):
+    return gr.Audio(label=label, sources=["upload", "microphone"], type="filepath", elem_id=elem_id)
+
+
+def build_demo(pipe, limits: Limits = Limits()) -> gr.Blocks:
+    """The Space's `gr.Blocks`, queued with `limits`; handlers run under ZeroGPU when the `spaces` package has it."""
+    demo_handlers = Demo(pipe, limits)
+    try:
+        import spaces  # Hugging Face's ZeroGPU helper: present on Spaces, optional elsewhere
+
+        on_gpu = getattr(spaces, "GPU", lambda function: function)
+    except ImportError:
+        on_gpu = lambda function: function  # noqa: E731
+    convert, tts, dialogue = (on_gpu(f) for f in (demo_handlers.convert, demo_handlers.tts, demo_handlers.dialogue))
+    steps = pipe.model.generation_config.steps_per_level
+    default_iterations = steps[0] if steps else 16
+    examples = example_files()
+    contents = [path for name, path in examples.items() if name.startswith("content")]
+    voices = [path for name, path in examples.items() if name.startswith("voice")]
+    limit_text = (
+        f"Inputs up to {limits.max_seconds:.0f} s and {limits.max_file_mb:.0f} MB; text up to "
+        f"{limits.max_characters} characters. Requests run {limits.concurrency} at a time."
+    )
+
+    with gr.Blocks(title="SoundStorm") as demo:
+        gr.Markdown(
+            "# SoundStorm\nSemantic tokens (what is said) + a voice prompt (who says it) → codec tokens, decoded "
+            "level by level in parallel. " + limit_text
+        )
+        with gr.Tab("Voice conversion"):
+            with gr.Row():
+                content = audio_input("Content (what is said)", "content-audio")
+                prompt = audio_input("Voice prompt (who says it, a few seconds)", "convert-prompt")
+            settings = controls(default_iterations)
+            gr.Examples(
+                [[c, v] for c in contents for v in voices], inputs=[content, prompt], label="Bundled examples"
+            )
+            button = gr.Button("Convert", variant="primary", elem_id="convert-button")
+            results = outputs()
+            button.click(convert, [content, prompt, *settings], results, api_name="convert")
+        with gr.Tab("Text to speech"):
+            text = gr.Textbox(label="Text", lines=3, max_length=limits.max_characters, value="The quick brown fox jumps over the lazy dog.")
+            prompt = audio_input("Voice prompt", "tts-prompt")
+            gr.Examples([[v] for v in voices], inputs=[prompt], label="Bundled voices")
+            settings = controls(default_iterations)
+            button = gr.Button("Speak", variant="primary")
+            results = outputs()
+            button.click(tts, [text, prompt, *settings], results, api_name="tts")
+        with gr.Tab("Dialogue"):
+            transcript = gr.Textbox(
+                label="Transcript ([A] ... [B] ...)",
+                lines=4,
+                max_length=limits.max_characters,
+                value="[A] Hello there, how are you? [B] Very well, thank you. [A] Glad to hear it.",
+            )
+            with gr.Row():
+                prompt_a = audio_input("Voice of [A]", "dialogue-prompt-a")
+                prompt_b = audio_input("Voice of [B]", "dialogue-prompt-b")
+            gr.Examples([voices[:2], voices[1::-1]] if len(voices) >= 2 else [], inputs=[prompt_a, prompt_b])
+            pause = gr.Slider(0.0, 2.0, value=0.4, step=0.05, label="Pause between turns (s)")
+            settings = controls(default_iterations)
+            button = gr.Button("Generate dialogue", variant="primary")
+            results = outputs()
+            button.click(dialogue, [transcript, prompt_a, prompt_b, pause, *settings], results, api_name="dialogue")
+    return demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
+
+
+def launch_demo(pipe, limits: Limits = Limits(), **launch_kwargs) -> gr.Blocks:
+    """Builds and launches the demo, refusing uploads over the limit at the server; returns it (`.close()` stops it)."""
+    demo = build_demo(pipe, limits)
+    demo.launch(max_file_size=f"{limits.max_file_mb:g}mb", **launch_kwargs)
+    return demo
