@@ -124,3 +124,11 @@ def test_prepare_and_train_delegate_to_the_scripts(capsys):
             cli.main([command, "--help"])
         assert exit.value.code == 0
         assert "--output_dir" in capsys.readouterr().out
+
+
+def test_demo_launches_the_app_locally(tiny_pipeline_folder):
+    with mock.patch("soundstorm_hf.app.launch_demo") as launch:
+        cli.main(["demo", "--model", str(tiny_pipeline_folder), "--port", "7861", "--max-seconds", "12"])
+    pipe, limits = launch.call_args.args
+    assert pipe.sampling_rate == 16000 and limits.max_seconds == 12
+    assert launch.call_args.kwargs == {"server_name": "127.0.0.1", "server_port": 7861}

@@ -120,3 +120,10 @@ def test_dialogue_timeline_and_checks(voice_prompt):
     for before, after in zip(timeline, timeline[1:]):
         assert after["start"] - before["end"] == pytest.approx(0.5, abs=1e-3)
         assert not np.any(output["audio"][round(before["end"] * rate) + 1 : round(after["start"] * rate) - 1])
+
+
+def test_pipeline_methods(voice_prompt):
+    pipe = tiny_pipeline()
+    assert len(pipe.tts("hello", voice_prompt, seed=0)["audio"]) > 0
+    output = pipe.dialogue("[A] Hello. [B] Hi.", {"A": voice_prompt, "B": voice_prompt}, pause_seconds=0.2, seed=0)
+    assert [turn["speaker"] for turn in output["timeline"]] == ["A", "B"]
