@@ -228,3 +228,108 @@ def test_compiled_decoding_pass_matches_eager(model):
     codes = model.generate(semantic_ids, prompt_ids=prompt, attention_mask=padded, seed=0)
     assert codes.shape == (2, 4, 40) and torch.equal(codes[..., :10], prompt)
     assert ((codes[0] >= 0) & (codes[0] < 32)).all() and ((codes[1, :, :25] >= 0) & (codes[1, :, :25] < 32)).all()
+
+
+def test_the_default_config_samples_level_one(model, monkeypatch):
+    """What a user gets without passing anything: level 1 sampled (not argmax), seeded draws repeatable."""
+    defaults = SoundStormGenerationConfig()
+    assert (defaults.do_sample, defaults.temperature, defaults.choice_temperature, defaults.guidance_scale) == (
+        True, 1.0, 1.0, 1.0
+    )
+    assert model.generation_config.steps_per_level == [16, 1, 1, 1]
+    import soundstorm_hf.generation_soundstorm as decoding
+
+    draws = []
+    original = decoding.sample_tokens
+    monkeypatch.setattr(decoding, "sample_tokens", lambda scores, generator: draws.append(scores.shape) or original(scores, generator))
+    first = model.generate(semantic(2, 40), seed=0)
+    assert len(draws) == 15  # level 1's iterations but its greedy last one; later levels are greedy
+    assert torch.equal(first, model.generate(semantic(2, 40), seed=0))
+    assert not torch.equal(first[:, 0], model.generate(semantic(2, 40), seed=1)[:, 0])
+
+
+def test_gumbel_max_draws_follow_the_softmax():
+    from scipy.stats import chisquare
+
+    from soundstorm_hf.generation_soundstorm import sample_tokens
+
+    scores = torch.tensor([2.0, 1.0, 0.0, -1.0, float("-inf")])  # the last one is filtered out (top-k / top-p)
+    draws = sample_tokens(scores.expand(200_000, -1), torch.Generator().manual_seed(0))
+    counts = torch.bincount(draws, minlength=5)
+    assert counts[4] == 0
+    expected = scores[:4].double().softmax(dim=0) * draws.numel()
+    assert chisquare(counts[:4].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_top_k_and_top_p_go_through_transformers_warpers(model, monkeypatch):
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    called = []
+
+    def spy(cls):
+        call = cls.__call__
+
+        def recorded(self, input_ids, scores):
+            called.append(cls.__name__)
+            return call(self, input_ids, scores)
+
+        return recorded
+
+    for cls in (TopKLogitsWarper, TopPLogitsWarper):
+        monkeypatch.setattr(cls, "__call__", spy(cls))
+    model.generate(semantic(1, 20), top_k=5, top_p=0.9, seed=0)
+    assert called.count("TopKLogitsWarper") == 15 and called.count("TopPLogitsWarper") == 15
+
+
+def test_guidance_scale_zero_is_the_unconditional_model(model, monkeypatch):
+    prompt = torch.randint(0, 32, (1, 4, 6), generator=torch.Generator().manual_seed(1))
+    ids = semantic(1, 20)
+    passes = []
+    original = SoundStormForConditionalGeneration._level_logits_of_pass
+    monkeypatch.setattr(
+        SoundStormForConditionalGeneration, "_level_logits_of_pass",
+        lambda self, state, level: passes.append(original(self, state, level)) or passes[-1],
+    )
+    model.generate(ids, prompt_ids=prompt, guidance_scale=0.0, seed=0)
+    codes = torch.full((1, 4, 20), 32)
+    codes[..., :6] = prompt
+    hidden_prompt = (torch.arange(20) >= 6).long()[None]  # the unconditional copy does not see the prompt
+    with torch.no_grad():
+        unconditional = model.heads[0](model.model(ids, codes, hidden_prompt).last_hidden_state)
+    assert torch.allclose(passes[0], unconditional, atol=1e-5)
+
+
+def test_long_generation_draws_fresh_noise_per_window_from_one_generator():
+    torch.manual_seed(0)
+    model = SoundStormForConditionalGeneration(SoundStormConfig.from_preset("tiny", max_frames=40)).eval()
+    states = []
+    original = model.generate
+
+    def record(*args, generator=None, **kwargs):
+        states.append(generator.get_state().clone())
+        return original(*args, generator=generator, **kwargs)
+
+    model.generate = record
+    ids = torch.zeros(100, dtype=torch.long)  # the same content everywhere: only the noise tells windows apart
+    first = model.generate_long(ids, context_frames=10, seed=0)
+    assert len(states) == 7
+    assert all(not torch.equal(a, b) for i, a in enumerate(states) for b in states[i + 1 :])
+    assert torch.equal(first, model.generate_long(ids, context_frames=10, seed=0))
+    assert not torch.equal(first, model.generate_long(ids, context_frames=10, seed=1))
+
+
+def test_a_wide_right_padded_prompt_with_fitting_lengths(model):
+    prompt = torch.randint(0, 32, (2, 4, 30))  # wider than the 20 output frames; each row's prompt fits
+    codes = model.generate(semantic(2, 20), prompt_ids=prompt, prompt_lengths=torch.tensor([4, 10]), seed=0)
+    assert codes.shape == (2, 4, 20)
+    assert torch.equal(codes[0, :, :4], prompt[0, :, :4]) and torch.equal(codes[1, :, :10], prompt[1, :, :10])
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_guidance_when_a_prompt_covers_the_whole_row(model, implementation):
+    """The unconditional copy of such a row would hide every key; it must stay finite under every attention."""
+    model.set_attn_implementation(implementation)
+    prompt = torch.randint(0, 32, (2, 4, 20))
+    codes = model.generate(semantic(2, 20), prompt_ids=prompt, prompt_lengths=torch.tensor([20, 19]), guidance_scale=3.0, seed=0)
+    assert torch.equal(codes[0], prompt[0]) and torch.equal(codes[1, :, :19], prompt[1, :, :19])
+    assert ((codes[1, :, 19] >= 0) & (codes[1, :, 19] < 32)).all()

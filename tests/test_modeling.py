@@ -6,9 +6,15 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-from soundstorm_hf import SoundStormConfig, SoundStormDataCollator, SoundStormForConditionalGeneration
+from soundstorm_hf import (
+    SoundStormConfig,
+    SoundStormDataCollator,
+    SoundStormForConditionalGeneration,
+    SoundStormModel,
+    level_metrics,
+)
 
 
 @pytest.fixture
@@ -56,13 +62,21 @@ def test_loss_uses_only_labelled_tokens_with_their_own_head(model, config):
     for hook in hooks:
         hook.remove()
     labelled = (batch["labels"] != -100).sum(dim=(0, 2))
-    assert rows_per_head == {level: int(n) for level, n in enumerate(labelled) if n > 0}
-    assert output.logits is None and output.loss.ndim == 0
-    assert torch.equal(output.level_num_targets, labelled)
+    # Every head runs (on zero rows when its level has no label, so that all take part in the backward pass).
+    assert rows_per_head == {level: int(n) for level, n in enumerate(labelled)}
+    assert output.loss.ndim == 0 and output.logits.shape == (int(labelled.sum()), config.codebook_size)
+
+    metrics = level_metrics(output.logits, batch["labels"])
+    assert torch.equal(metrics["level_num_targets"], labelled)
     present = labelled > 0
-    weighted = (output.level_loss[present] * labelled[present]).sum() / labelled.sum()
+    weighted = (metrics["level_loss"][present] * labelled[present]).sum() / labelled.sum()
     assert torch.allclose(weighted, output.loss)
-    assert torch.isnan(output.level_loss[~present]).all()
+    assert torch.isnan(metrics["level_loss"][~present]).all() and torch.isnan(metrics["level_accuracy"][~present]).all()
+    # The level-major order of the logits: level 0's targets first, each scored by level 0's head.
+    level0 = batch["labels"][:, 0][batch["labels"][:, 0] != -100]
+    hidden = model.model(batch["semantic_ids"], batch["acoustic_ids"], batch["attention_mask"]).last_hidden_state
+    expected = model.heads[0](hidden[batch["labels"][:, 0] != -100])
+    assert torch.allclose(output.logits[: level0.numel()], expected, atol=1e-5)
 
 
 def test_logits_for_one_level_or_all(model, config):
@@ -83,8 +97,8 @@ def test_padding_does_not_change_the_result(model, config):
     padded["semantic_ids"][1, :6] = short["semantic_ids"][0]
     padded["attention_mask"][1] = 0
     padded["attention_mask"][1, :12] = 1
-    alone = model(short["semantic_ids"], short["acoustic_ids"]).last_hidden_state
-    together = model(padded["semantic_ids"], padded["acoustic_ids"], padded["attention_mask"]).last_hidden_state
+    alone = model.model(short["semantic_ids"], short["acoustic_ids"]).last_hidden_state
+    together = model.model(padded["semantic_ids"], padded["acoustic_ids"], padded["attention_mask"]).last_hidden_state
     assert torch.allclose(together[1, :12], alone[0], atol=1e-5)
 
 
@@ -92,13 +106,13 @@ def test_semantic_tokens_are_aligned_to_frames():
     upsampled = SoundStormForConditionalGeneration(SoundStormConfig.from_preset("tiny")).model.embeddings
     ids = torch.tensor([[3, 5, 7]])
     aligned = upsampled.embed_semantic(ids, 5)  # 25 Hz -> 50 Hz: each token twice, the last frame cut
-    table = upsampled.semantic.weight
+    table = upsampled.semantic_embeddings.weight
     assert torch.equal(aligned[0], table[[3, 3, 5, 5, 7]])
     downsampled = SoundStormForConditionalGeneration(
         SoundStormConfig.from_preset("tiny", semantic_frame_rate=50.0, acoustic_frame_rate=12.5)
     ).model.embeddings
     summed = downsampled.embed_semantic(torch.arange(8)[None], 2)  # four tokens per frame, summed
-    assert torch.allclose(summed[0, 1], downsampled.semantic.weight[4:8].sum(dim=0))
+    assert torch.allclose(summed[0, 1], downsampled.semantic_embeddings.weight[4:8].sum(dim=0))
 
 
 def test_training_step_and_gradient_checkpointing_agree(config):
@@ -113,7 +127,7 @@ def test_training_step_and_gradient_checkpointing_agree(config):
         loss = model(**batch).loss
         loss.backward()
         losses.append(loss.detach())
-        grads.append(model.model.layers[0].attention.qkv.weight.grad.clone())
+        grads.append(model.model.layers[0].self_attn.q_proj.weight.grad.clone())
     assert torch.allclose(losses[0], losses[1]) and torch.allclose(grads[0], grads[1], atol=1e-6)
     assert grads[0].abs().sum() > 0
 
@@ -163,8 +177,10 @@ def test_save_and_load_round_trip(model, config, tmp_path):
     assert torch.equal(model(**batch).loss, loaded(**batch).loss)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
-    auto = AutoModel.from_pretrained(tmp_path)
+    assert type(AutoModel.from_pretrained(tmp_path)) is SoundStormModel  # the base model, as in transformers
+    auto = AutoModelForMaskedLM.from_pretrained(tmp_path)
     assert isinstance(auto, SoundStormForConditionalGeneration)
+    assert auto.generation_config.steps_per_level == [8, 2, 1, 1]
     assert isinstance(AutoConfig.from_pretrained(tmp_path), SoundStormConfig)
     half = SoundStormForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
     assert half.dtype == torch.bfloat16
@@ -177,8 +193,8 @@ def test_saved_folder_loads_with_remote_code_without_the_package(model, tmp_path
 import sys
 sys.modules["soundstorm_hf"] = None  # the package must not be importable
 import torch
-from transformers import AutoModel
-model = AutoModel.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)
+from transformers import AutoModelForMaskedLM
+model = AutoModelForMaskedLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)
 assert "soundstorm_hf" not in type(model).__module__, type(model).__module__
 print(model.generate(torch.arange(6)[None], seed=0).flatten().tolist())
 """

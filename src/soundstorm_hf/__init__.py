@@ -1,6 +1,6 @@
 """SoundStorm (Borsos et al., 2023) for the Hugging Face ecosystem."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 from .collator import SoundStormDataCollator, trim_to_common_duration
 from .configuration_soundstorm import PRESETS, SoundStormConfig
@@ -11,14 +11,18 @@ from .modeling_soundstorm import (
     SoundStormModel,
     SoundStormOutput,
     SoundStormPreTrainedModel,
+    level_metrics,
 )
 
-# AutoModel gives the model with its heads: without them SoundStorm has no output of its own.
+# AutoModel gives the base Conformer, as for every transformers model. The model with its heads is a masked-token
+# predictor (its training objective), so AutoModelForMaskedLM gives it.
 AutoConfig.register(SoundStormConfig.model_type, SoundStormConfig)
-AutoModel.register(SoundStormConfig, SoundStormForConditionalGeneration)
+AutoModel.register(SoundStormConfig, SoundStormModel)
+AutoModelForMaskedLM.register(SoundStormConfig, SoundStormForConditionalGeneration)
 # Saved folders carry their modeling code, so that they load with `trust_remote_code=True` anywhere.
 SoundStormConfig.register_for_auto_class()
-SoundStormForConditionalGeneration.register_for_auto_class("AutoModel")
+SoundStormModel.register_for_auto_class("AutoModel")
+SoundStormForConditionalGeneration.register_for_auto_class("AutoModelForMaskedLM")
 
 __all__ = [
     "PRESETS",
@@ -32,6 +36,7 @@ __all__ = [
     "SoundStormOutput",
     "SoundStormPreTrainedModel",
     "apply_mask",
+    "level_metrics",
     "sample_mask",
     "trim_to_common_duration",
 ]

@@ -16,10 +16,10 @@ def trim_to_common_duration(
     Two tokenizers run over the same audio round its length differently, so their streams may disagree by
     a frame or two; a larger disagreement means the frame rates in the config are wrong, and is an error.
     """
-    ratio = config.semantic_upsampling
+    frames_per_unit, tokens_per_unit = config.alignment_unit
     num_frames = acoustic_ids.shape[-1]
-    covered = semantic_ids.shape[-1] * ratio.numerator // ratio.denominator  # acoustic frames the semantics cover
-    tolerance = max(2, ratio.numerator)
+    covered = semantic_ids.shape[-1] // tokens_per_unit * frames_per_unit  # acoustic frames the semantics cover
+    tolerance = max(2, frames_per_unit)
     if abs(covered - num_frames) > tolerance:
         raise ValueError(
             f"{semantic_ids.shape[-1]} semantic tokens at {config.semantic_frame_rate} Hz and {num_frames} acoustic "
@@ -32,10 +32,14 @@ def trim_to_common_duration(
 class SoundStormDataCollator:
     """Turns examples `{"semantic_ids": (frames_sem,), "acoustic_ids": (levels, frames)}` into a training batch.
 
-    Each example gets its own random crop (at most `max_frames`), its own prompt delimiter, level and mask
-    ratio (see `masking.sample_mask`), and its own classifier-free-guidance dropout; then the batch is
-    right-padded: acoustic input with MASK, labels with -100, semantics with the null id, and
-    `attention_mask` 0 on padding and on a dropped prompt.
+    Each example gets its own random window, its own prompt delimiter, level and mask ratio (see
+    `masking.sample_mask`), and its own classifier-free-guidance dropout; then the batch is right-padded: acoustic
+    input with MASK, labels with -100, semantics with the null id, and `attention_mask` 0 on padding and on a
+    dropped prompt.
+
+    Windows: with `min_frames`, each example is cut to a length drawn uniformly between `min_frames` and
+    `max_frames` (at most its own length), as the paper trains on random 0-30 s windows; without it, only examples
+    longer than `max_frames` are cut, to exactly `max_frames`. Lengths and starts fall on alignment-unit boundaries.
 
     Randomness comes from `seed` when given, otherwise from torch's global generator (which
     `DataLoader` workers and `accelerate`'s checkpointing already seed and restore).
@@ -45,12 +49,19 @@ class SoundStormDataCollator:
         self,
         config: SoundStormConfig,
         max_frames: int | None = None,
+        min_frames: int | None = None,
         level_weights: Sequence[float] | None = None,
         seed: int | None = None,
         pad_to_multiple_of: int | None = None,
     ):
         self.config = config
         self.max_frames = min(max_frames or config.max_frames, config.max_frames)
+        frames_per_unit = config.alignment_unit[0]
+        if min_frames is not None and not frames_per_unit <= min_frames <= self.max_frames:
+            raise ValueError(
+                f"`min_frames` must be in [{frames_per_unit}, max_frames={self.max_frames}], got {min_frames}."
+            )
+        self.min_frames = min_frames
         self.level_weights = None if level_weights is None else torch.as_tensor(level_weights, dtype=torch.float)
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -93,20 +104,23 @@ class SoundStormDataCollator:
         return dict(semantic_ids=semantic_ids, acoustic_ids=input_ids, labels=labels, attention_mask=attention_mask)
 
     def _crop(self, semantic_ids: torch.Tensor, acoustic_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random window of at most `max_frames`, starting on a frame where a semantic token starts."""
+        """A random window (see the class docstring), starting where a semantic token starts."""
         num_frames = acoustic_ids.shape[-1]
         if num_frames < 1:
             raise ValueError("Example has no acoustic frames.")
-        if num_frames <= self.max_frames:
-            return semantic_ids, acoustic_ids
-        ratio = self.config.semantic_upsampling
-        step = ratio.numerator  # acoustic frames per semantic token (1 when several tokens share a frame)
-        start = step * int(torch.randint((num_frames - self.max_frames) // step + 1, (), generator=self.generator))
-        semantic_start = start * ratio.denominator // ratio.numerator
-        semantic_length = self.config.num_semantic_frames(self.max_frames)
+        frames_per_unit, tokens_per_unit = self.config.alignment_unit
+        longest = min(num_frames, self.max_frames) // frames_per_unit  # in alignment units
+        if self.min_frames is None:
+            if num_frames <= self.max_frames:
+                return semantic_ids, acoustic_ids
+            length = longest
+        else:
+            shortest = min(self.min_frames // frames_per_unit, longest)
+            length = int(torch.randint(shortest, longest + 1, (), generator=self.generator))
+        start = int(torch.randint(num_frames // frames_per_unit - length + 1, (), generator=self.generator))
         return (
-            semantic_ids[semantic_start : semantic_start + semantic_length],
-            acoustic_ids[:, start : start + self.max_frames],
+            semantic_ids[start * tokens_per_unit : (start + length) * tokens_per_unit],
+            acoustic_ids[:, start * frames_per_unit : (start + length) * frames_per_unit],
         )
 
     def _pad(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -141,10 +141,34 @@ class SoundStormConfig(PreTrainedConfig):
             )
         return ratio
 
+    @property
+    def alignment_unit(self) -> tuple[int, int]:
+        """`(frames, tokens)`: the shortest span on which both streams align, `frames` acoustic frames holding
+        `tokens` semantic tokens (one of the two is 1). Crops, windows and prompts start on its boundaries."""
+        ratio = self.semantic_upsampling
+        return ratio.numerator, ratio.denominator
+
     def num_semantic_frames(self, num_frames: int) -> int:
         """Semantic tokens needed to condition `num_frames` acoustic frames."""
-        ratio = self.semantic_upsampling
-        return -(-num_frames * ratio.denominator // ratio.numerator)
+        frames, tokens = self.alignment_unit
+        return -(-num_frames * tokens // frames)
+
+    def num_acoustic_frames(self, num_semantic_frames: int) -> int:
+        """Acoustic frames that `num_semantic_frames` semantic tokens cover; they must fill whole frames."""
+        frames, tokens = self.alignment_unit
+        if num_semantic_frames % tokens:
+            raise ValueError(
+                f"{num_semantic_frames} semantic tokens do not fill whole acoustic frames ({tokens} tokens per frame)."
+            )
+        return num_semantic_frames * frames // tokens
+
+    def check_num_frames(self, num_frames: int) -> None:
+        """Refuses a sequence longer than `max_frames`, before anything of that size is allocated."""
+        if num_frames > self.max_frames:
+            raise ValueError(
+                f"{num_frames} frames exceed the model's `max_frames` ({self.max_frames}); generate long audio "
+                "in windows instead (`generate_long`)."
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "SoundStormConfig":

@@ -1,17 +1,23 @@
 """SoundStorm: a bidirectional Conformer over summed RVQ-token embeddings (Borsos et al., 2023)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.utils import ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, is_torchdynamo_compiling
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_soundstorm import SoundStormConfig
-from .generation_soundstorm import MaskGitDecodingMixin, SoundStormGenerationConfig
+from .generation_soundstorm import ID_DTYPES, SoundStormGenerationConfig, SoundStormGenerationMixin
 
 IGNORE_INDEX = -100
 
@@ -23,111 +29,178 @@ class SoundStormOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`): cross-entropy averaged over every labelled token.
-        logits (`torch.FloatTensor`): `(batch, frames, codebook_size)` for the requested `level`, or
-            `(batch, levels, frames, codebook_size)` when neither `labels` nor `level` is given.
-        level_loss (`torch.FloatTensor` of shape `(levels,)`): mean loss per RVQ level (NaN where no label).
-        level_accuracy (`torch.FloatTensor` of shape `(levels,)`): argmax accuracy per level (NaN where no label).
-        level_num_targets (`torch.LongTensor` of shape `(levels,)`): labelled tokens per level, to weight
-            the per-level figures when aggregating over batches.
-        last_hidden_state (`torch.FloatTensor` of shape `(batch, frames, hidden_size)`).
+        logits (`torch.FloatTensor`): with `labels`, the logits of the labelled tokens only, `(labelled, vocab)`,
+            level-major (see [`level_metrics`]); with `level`, that head's logits `(batch, frames, vocab)`;
+            with neither, every head's `(batch, levels, frames, vocab)`.
+        hidden_states (`tuple(torch.FloatTensor)`): the embeddings and each block's output, `(batch, frames, hidden)`,
+            when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`): each block's attention probabilities `(batch, heads, frames, frames)`,
+            when `output_attentions=True` (eager attention only).
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    level_loss: torch.FloatTensor | None = None
-    level_accuracy: torch.FloatTensor | None = None
-    level_num_targets: torch.LongTensor | None = None
-    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def rotary_cos_sin(num_frames: int, head_dim: int, theta: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary tables (frames, head_dim), computed per call: they cost nothing next to attention.
+def check_token_ids(name: str, ids: torch.Tensor, upper: int | None = None, upper_name: str = "") -> None:
+    """Raises a `ValueError` naming `name` for a non-integer dtype or, in eager mode, ids outside `[0, upper)`.
 
-    The first half of `sin` is negated, which folds the sign of rotate-half into the table (see `apply_rotary`).
+    The range check reads values on the host, so it is skipped while tracing (`torch.compile`, `torch.export`).
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    angles = torch.outer(torch.arange(num_frames, device=device, dtype=torch.float32), inv_freq)
-    cos, sin = angles.cos(), angles.sin()  # (frames, head_dim / 2)
-    return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
+    if ids.dtype not in ID_DTYPES:
+        raise ValueError(f"`{name}` must hold integer token ids (int64, int32 or int16), got dtype {ids.dtype}.")
+    if upper is None or not ids.numel() or is_torchdynamo_compiling():
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= upper:
+        raise ValueError(f"`{name}` holds ids outside [0, {upper}) = [0, {upper_name}): min {low}, max {high}.")
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """`x * cos + rotate_half(x) * sin` with rotate_half(first, second) = (-second, first): the roll swaps the
-    halves and the table's signed `sin` negates one; four kernels, the same values bit for bit."""
-    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
+class SoundStormRotaryEmbedding(nn.Module):
+    """Rotary position tables for frames `0..frames-1`, from a buffer of inverse frequencies."""
 
+    inv_freq: torch.Tensor  # (head_dim / 2,)
 
-class SoundStormFeedForward(nn.Module):
-    """Pre-norm Swish feed-forward module; the block scales its output by 1/2 (Macaron style)."""
-
-    def __init__(self, config: SoundStormConfig):
+    def __init__(self, config: SoundStormConfig, device=None):
         super().__init__()
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.register_buffer("inv_freq", self.compute_inv_freq(config, device), persistent=False)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.dropout(F.silu(self.up(self.layer_norm(hidden_states))))
-        return self.dropout(self.down(hidden_states))
+    @staticmethod
+    def compute_inv_freq(config: SoundStormConfig, device=None) -> torch.Tensor:
+        head_dim = config.hidden_size // config.num_attention_heads
+        exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim
+        return 1.0 / config.rope_theta**exponents
+
+    @torch.no_grad()
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, frames, hidden) -> `cos`, `sin` of shape (frames, head_dim) in the states' dtype.
+
+        The first half of `sin` is negated, which folds the sign of rotate-half into the table (see `apply_rotary`).
+        """
+        frames = torch.arange(hidden_states.shape[1], device=hidden_states.device, dtype=torch.float32)
+        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+            angles = torch.outer(frames, self.inv_freq.float())  # (frames, head_dim / 2)
+            cos, sin = angles.cos(), angles.sin()
+        dtype = hidden_states.dtype
+        return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
+
+
+def apply_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`x * cos + rotate_half(x) * sin` with rotate_half(first, second) = (-second, first): the roll swaps the
+    halves and the table's signed `sin` negates one; four kernels instead of a split and a concatenation."""
+    return states * cos + states.roll(states.shape[-1] // 2, dims=-1) * sin
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out, so that its probabilities can be returned. `attention_mask` is additive (0 where a key
+    is visible, the dtype's minimum where it is not): a row with every key hidden stays finite (uniform)."""
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (batch, heads, frames, frames)
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()  # (batch, frames, heads, head_dim)
+    return output, weights
 
 
 class SoundStormSelfAttention(nn.Module):
-    """Bidirectional multi-head attention with rotary positions, computed by `scaled_dot_product_attention`."""
+    """Bidirectional multi-head self-attention with rotary positions, run by the configured attention interface."""
 
     def __init__(self, config: SoundStormConfig):
         super().__init__()
-        self.num_heads = config.num_attention_heads
+        self.config = config
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.attention_dropout = config.attention_dropout
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, frames, _ = hidden_states.shape
+        shape = (batch, frames, -1, self.head_dim)
+        query = apply_rotary(self.q_proj(hidden_states).view(shape).transpose(1, 2), *position_embeddings)
+        key = apply_rotary(self.k_proj(hidden_states).view(shape).transpose(1, 2), *position_embeddings)
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)  # (batch, heads, frames, head_dim)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attended, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.out_proj(attended.reshape(batch, frames, -1)), weights
+
+
+class SoundStormFeedForward(nn.Module):
+    """Swish feed-forward module; the block scales its output by 1/2 (Macaron style)."""
+
+    def __init__(self, config: SoundStormConfig):
+        super().__init__()
+        self.intermediate_dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.output_dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden_states, rotary, attention_bias) -> torch.Tensor:
-        batch, frames, _ = hidden_states.shape
-        qkv = self.qkv(self.layer_norm(hidden_states)).view(batch, frames, 3, self.num_heads, self.head_dim)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch, heads, frames, head_dim)
-        query, key = apply_rotary(qkv[:2], *rotary)  # query and key rotated together: one set of kernels
-        value = qkv[2]
-        attended = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_bias, dropout_p=self.attention_dropout if self.training else 0.0
-        )
-        attended = attended.transpose(1, 2).reshape(batch, frames, -1)
-        return self.dropout(self.out(attended))
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dropout(F.silu(self.intermediate_dense(hidden_states)))
+        return self.dropout(self.output_dense(hidden_states))
 
 
-class SoundStormConvModule(nn.Module):
+class SoundStormConvolutionModule(nn.Module):
     """Conformer convolution module: pointwise + GLU, depthwise conv over frames, norm, Swish, pointwise.
 
-    Padded (and hidden-prompt) frames are zeroed before the depthwise convolution so that they cannot
-    leak into the frames beside them. LayerNorm replaces the original BatchNorm, whose batch statistics
-    would depend on padding.
+    The pointwise convolutions are linear layers over channels. Hidden frames (padding, a dropped prompt) are zeroed
+    before the depthwise convolution so that they cannot leak into the frames beside them. LayerNorm replaces the
+    original BatchNorm, whose batch statistics would depend on padding.
     """
 
     def __init__(self, config: SoundStormConfig):
         super().__init__()
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.pointwise_in = nn.Linear(config.hidden_size, 2 * config.hidden_size)
-        self.depthwise = nn.Conv1d(
+        self.pointwise_conv1 = nn.Linear(config.hidden_size, 2 * config.hidden_size)
+        self.depthwise_conv = nn.Conv1d(
             config.hidden_size,
             config.hidden_size,
             kernel_size=config.conv_kernel_size,
             padding=config.conv_kernel_size // 2,
             groups=config.hidden_size,
         )
-        self.depthwise_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.pointwise_out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.depthwise_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pointwise_conv2 = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
-        hidden_states = F.glu(self.pointwise_in(self.layer_norm(hidden_states)), dim=-1)
+    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden_states = F.glu(self.pointwise_conv1(self.layer_norm(hidden_states)), dim=-1)
         if frame_mask is not None:
             hidden_states = hidden_states * frame_mask
-        hidden_states = self.depthwise(hidden_states.transpose(1, 2)).transpose(1, 2)
-        hidden_states = F.silu(self.depthwise_norm(hidden_states))
-        return self.dropout(self.pointwise_out(hidden_states))
+        hidden_states = self.depthwise_conv(hidden_states.transpose(1, 2)).transpose(1, 2)
+        hidden_states = F.silu(self.depthwise_layer_norm(hidden_states))
+        return self.dropout(self.pointwise_conv2(hidden_states))
 
 
 class SoundStormConformerBlock(GradientCheckpointingLayer):
@@ -135,18 +208,32 @@ class SoundStormConformerBlock(GradientCheckpointingLayer):
 
     def __init__(self, config: SoundStormConfig):
         super().__init__()
-        self.feed_forward_in = SoundStormFeedForward(config)
-        self.attention = SoundStormSelfAttention(config)
-        self.convolution = SoundStormConvModule(config)
-        self.feed_forward_out = SoundStormFeedForward(config)
+        self.ffn1_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn1 = SoundStormFeedForward(config)
+        self.self_attn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = SoundStormSelfAttention(config)
+        self.self_attn_dropout = nn.Dropout(config.hidden_dropout)
+        self.conv_module = SoundStormConvolutionModule(config)
+        self.ffn2_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn2 = SoundStormFeedForward(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states, rotary, attention_bias, frame_mask) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
         # `add(..., alpha=0.5)` is exactly `h + 0.5 * f` (a power-of-two scale) without the extra temporary.
-        hidden_states = torch.add(hidden_states, self.feed_forward_in(hidden_states), alpha=0.5)
-        hidden_states = hidden_states + self.attention(hidden_states, rotary, attention_bias)
-        hidden_states = hidden_states + self.convolution(hidden_states, frame_mask)
-        hidden_states = torch.add(hidden_states, self.feed_forward_out(hidden_states), alpha=0.5)
+        hidden_states = torch.add(hidden_states, self.ffn1(self.ffn1_layer_norm(hidden_states)), alpha=0.5)
+        attended, _ = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), position_embeddings, attention_mask, **kwargs
+        )
+        hidden_states = hidden_states + self.self_attn_dropout(attended)
+        hidden_states = hidden_states + self.conv_module(hidden_states, frame_mask)
+        hidden_states = torch.add(hidden_states, self.ffn2(self.ffn2_layer_norm(hidden_states)), alpha=0.5)
         return self.final_layer_norm(hidden_states)
 
 
@@ -156,31 +243,45 @@ class SoundStormEmbeddings(nn.Module):
     def __init__(self, config: SoundStormConfig):
         super().__init__()
         self.config = config
-        self.acoustic = nn.Embedding(config.num_levels * (config.codebook_size + 1), config.hidden_size)
-        self.semantic = nn.Embedding(config.semantic_vocab_size + 1, config.hidden_size)
+        # One table for all levels: level q's ids live at rows [q * (codebook_size + 1), (q + 1) * (codebook_size + 1)).
+        self.acoustic_embeddings = nn.Embedding(config.num_levels * (config.codebook_size + 1), config.hidden_size)
+        self.semantic_embeddings = nn.Embedding(config.semantic_vocab_size + 1, config.hidden_size)
 
     def embed_semantic(self, semantic_ids: torch.Tensor, num_frames: int) -> torch.Tensor:
         """(batch, semantic frames) -> (batch, frames, hidden): duplicated, or summed, to the acoustic rate."""
-        ratio = self.config.semantic_upsampling
-        embeds = self.semantic(semantic_ids)
-        if ratio.denominator == 1:
-            return embeds.repeat_interleave(ratio.numerator, dim=1)[:, :num_frames]
-        return embeds.view(embeds.shape[0], num_frames, ratio.denominator, -1).sum(dim=2)
+        frames_per_unit, tokens_per_unit = self.config.alignment_unit
+        embeds = self.semantic_embeddings(semantic_ids)
+        if tokens_per_unit == 1:
+            return embeds.repeat_interleave(frames_per_unit, dim=1)[:, :num_frames]
+        return embeds.view(embeds.shape[0], num_frames, tokens_per_unit, -1).sum(dim=2)
 
     def forward(self, acoustic_ids: torch.Tensor, semantic_embeds: torch.Tensor) -> torch.Tensor:
         # acoustic_ids: (batch, levels, frames); each level indexes its own slice of the table.
         levels = torch.arange(self.config.num_levels, device=acoustic_ids.device)
         offsets = (levels * (self.config.codebook_size + 1)).view(1, -1, 1)
-        return self.acoustic(acoustic_ids + offsets).sum(dim=1) + semantic_embeds  # (batch, frames, hidden)
+        return self.acoustic_embeddings(acoustic_ids + offsets).sum(dim=1) + semantic_embeds  # (batch, frames, hidden)
 
 
 class SoundStormPreTrainedModel(PreTrainedModel):
     config_class = SoundStormConfig
     base_model_prefix = "model"
     main_input_name = "semantic_ids"
+    input_modalities = "audio"
     _no_split_modules = ["SoundStormConformerBlock"]
-    _supports_sdpa = True
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    # Flash attention takes padding as 2-D masks only; classifier-free guidance hides a row's prompt (its start),
+    # which such a mask cannot say. Untested, so not offered.
+    _supports_flash_attn = False
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {"hidden_states": SoundStormConformerBlock, "attentions": SoundStormSelfAttention}
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, SoundStormRotaryEmbedding):
+            init.copy_(module.inv_freq, module.compute_inv_freq(self.config, module.inv_freq.device))
 
 
 class SoundStormModel(SoundStormPreTrainedModel):
@@ -189,8 +290,16 @@ class SoundStormModel(SoundStormPreTrainedModel):
     def __init__(self, config: SoundStormConfig):
         super().__init__(config)
         self.embeddings = SoundStormEmbeddings(config)
+        self.rotary_emb = SoundStormRotaryEmbedding(config)
         self.layers = nn.ModuleList(SoundStormConformerBlock(config) for _ in range(config.num_hidden_layers))
         self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The semantic table: `semantic_ids` are the model's main input."""
+        return self.embeddings.semantic_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.embeddings.semantic_embeddings = value
 
     def check_inputs(
         self,
@@ -206,14 +315,12 @@ class SoundStormModel(SoundStormPreTrainedModel):
                 f"got {tuple(acoustic_ids.shape)}."
             )
         batch, _, num_frames = acoustic_ids.shape
+        if batch == 0:
+            raise ValueError("`acoustic_ids` is an empty batch (0 rows).")
         if num_frames == 0:
             raise ValueError("`acoustic_ids` is an empty sequence (0 frames).")
-        if num_frames > config.max_frames:
-            raise ValueError(
-                f"{num_frames} frames exceed the model's `max_frames` ({config.max_frames}); generate long audio "
-                "in windows instead."
-            )
-        check_ids("acoustic_ids", acoustic_ids, config.mask_token_id + 1, "codebook_size + 1 (MASK)")
+        config.check_num_frames(num_frames)
+        check_token_ids("acoustic_ids", acoustic_ids, config.mask_token_id + 1, "codebook_size + 1 (MASK)")
         if semantic_ids.ndim != 2:
             raise ValueError(f"`semantic_ids` must have shape (batch, frames), got {tuple(semantic_ids.shape)}.")
         if semantic_ids.shape[0] != batch:
@@ -226,20 +333,21 @@ class SoundStormModel(SoundStormPreTrainedModel):
                 f"{num_frames} acoustic frames at {config.acoustic_frame_rate} Hz need {expected} semantic tokens at "
                 f"{config.semantic_frame_rate} Hz, got {semantic_ids.shape[1]}."
             )
-        check_ids("semantic_ids", semantic_ids, config.semantic_null_id + 1, "semantic_vocab_size + 1 (null id)")
-        if attention_mask is not None and attention_mask.shape != (batch, num_frames):
+        check_token_ids("semantic_ids", semantic_ids, config.semantic_null_id + 1, "semantic_vocab_size + 1 (null id)")
+        if attention_mask is not None and tuple(attention_mask.shape) != (batch, num_frames):
             raise ValueError(
                 f"`attention_mask` must have shape (batch, frames) = {(batch, num_frames)}, "
                 f"got {tuple(attention_mask.shape)}."
             )
 
+    @capture_outputs
     def forward(
         self,
         semantic_ids: torch.LongTensor | None = None,
         acoustic_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         semantic_embeds: torch.FloatTensor | None = None,
-        return_dict: bool = True,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         r"""
         semantic_ids (`torch.LongTensor` of shape `(batch, semantic_frames)`): conditioning tokens.
@@ -255,36 +363,47 @@ class SoundStormModel(SoundStormPreTrainedModel):
                 raise ValueError("Pass `semantic_ids` (or precomputed `semantic_embeds`).")
             self.check_inputs(semantic_ids, acoustic_ids, attention_mask)
             semantic_embeds = self.embeddings.embed_semantic(semantic_ids, acoustic_ids.shape[-1])
-        hidden_states = self.embeddings(acoustic_ids, semantic_embeds)
+        hidden_states = self.embeddings(acoustic_ids, semantic_embeds)  # (batch, frames, hidden)
+        position_embeddings = self.rotary_emb(hidden_states)
 
-        num_frames = hidden_states.shape[1]
-        head_dim = self.config.hidden_size // self.config.num_attention_heads
-        rotary = rotary_cos_sin(num_frames, head_dim, self.config.rope_theta, hidden_states.device, hidden_states.dtype)
-        attention_bias = frame_mask = None
-        # An all-ones mask is dropped so that SDPA can use its fastest kernel; under torch.compile the check would
-        # break the graph (and a CUDA graph with it), so a given mask is always applied there.
-        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
-            visible = attention_mask.bool()
-            attention_bias = visible[:, None, None, :]  # (batch, 1, 1, frames): keys each query may attend to
-            frame_mask = visible[:, :, None].to(hidden_states.dtype)  # (batch, frames, 1)
+        frame_mask = None if attention_mask is None else attention_mask[:, :, None].to(hidden_states.dtype)
+        # (batch, 1, frames, frames) in the form the attention implementation wants; None when nothing is hidden.
+        attention_mask = create_bidirectional_mask(self.config, hidden_states, attention_mask)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, rotary, attention_bias, frame_mask)
-        if not return_dict:
-            return (hidden_states,)
+            hidden_states = layer(hidden_states, position_embeddings, attention_mask, frame_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=hidden_states)
 
 
-def check_ids(name: str, ids: torch.Tensor, upper: int, upper_name: str) -> None:
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise ValueError(f"`{name}` must hold integer token ids, got dtype {ids.dtype}.")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= upper):
-        raise ValueError(
-            f"`{name}` holds ids outside [0, {upper}) = [0, {upper_name}): min {int(ids.min())}, max {int(ids.max())}."
-        )
+def level_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-level loss, accuracy and target count of a training forward, for logging (training and evaluation).
+
+    Args:
+        logits (`torch.Tensor` of shape `(labelled, vocab)`): [`SoundStormOutput.logits`] of a forward with `labels`.
+        labels (`torch.LongTensor` of shape `(batch, levels, frames)`): the labels of that forward.
+
+    Returns:
+        `level_loss` and `level_accuracy` `(levels,)`, NaN for a level without targets, and `level_num_targets`
+        `(levels,)` to weight them when aggregating batches. Everything stays on the device.
+    """
+    by_level = labels.transpose(0, 1)  # (levels, batch, frames): the order the logits were computed in
+    labelled = by_level != IGNORE_INDEX
+    targets = by_level[labelled]
+    level_of_target = torch.arange(by_level.shape[0], device=labels.device)[:, None, None].expand_as(by_level)[labelled]
+    num_targets = torch.bincount(level_of_target, minlength=by_level.shape[0])
+    losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    correct = (logits.argmax(dim=-1) == targets).float()
+    zeros = losses.new_zeros(by_level.shape[0])
+    return {
+        "level_loss": zeros.index_add(0, level_of_target, losses.detach()) / num_targets,
+        "level_accuracy": zeros.index_add(0, level_of_target, correct) / num_targets,
+        "level_num_targets": num_targets,
+    }
 
 
-class SoundStormForConditionalGeneration(MaskGitDecodingMixin, SoundStormPreTrainedModel):
+class SoundStormForConditionalGeneration(SoundStormGenerationMixin, SoundStormPreTrainedModel):
     """SoundStorm with one output head per RVQ level: the masked-token loss in `forward`, MaskGIT decoding in `generate`."""
+
+    generation_config_class = SoundStormGenerationConfig
 
     def __init__(self, config: SoundStormConfig):
         super().__init__(config)
@@ -292,9 +411,9 @@ class SoundStormForConditionalGeneration(MaskGitDecodingMixin, SoundStormPreTrai
         self.heads = nn.ModuleList(
             nn.Linear(config.hidden_size, config.codebook_size) for _ in range(config.num_levels)
         )
-        self.generation_config = SoundStormGenerationConfig.for_model_config(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         semantic_ids: torch.LongTensor | None = None,
@@ -303,7 +422,7 @@ class SoundStormForConditionalGeneration(MaskGitDecodingMixin, SoundStormPreTrai
         labels: torch.LongTensor | None = None,
         level: int | None = None,
         semantic_embeds: torch.FloatTensor | None = None,
-        return_dict: bool = True,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SoundStormOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch, levels, frames)`): target codes, -100 where no loss is taken.
@@ -311,20 +430,25 @@ class SoundStormForConditionalGeneration(MaskGitDecodingMixin, SoundStormPreTrai
         level (`int`): without `labels`, return the logits of this level's head only, `(batch, frames, vocab)`.
             With neither, all heads are applied, `(batch, levels, frames, vocab)`.
         """
-        hidden_states = self.model(
+        outputs = self.model(
             semantic_ids=semantic_ids,
             acoustic_ids=acoustic_ids,
             attention_mask=attention_mask,
             semantic_embeds=semantic_embeds,
-        ).last_hidden_state
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        loss = None
         if labels is not None:
-            output = self._masked_token_loss(hidden_states, labels)
+            logits, targets = self.labelled_logits(hidden_states, labels)
+            loss = F.cross_entropy(logits.float(), targets)
         elif level is not None:
-            output = SoundStormOutput(logits=self.level_logits(hidden_states, level))
+            logits = self.level_logits(hidden_states, level)
         else:
-            output = SoundStormOutput(logits=torch.stack([head(hidden_states) for head in self.heads], dim=1))
-        output.last_hidden_state = hidden_states
-        return output if return_dict else output.to_tuple()
+            logits = torch.stack([head(hidden_states) for head in self.heads], dim=1)
+        return SoundStormOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
     def level_logits(self, hidden_states: torch.Tensor, level: int) -> torch.Tensor:
         """(batch, frames, hidden) -> (batch, frames, codebook_size) through the head of `level` (0-based)."""
@@ -332,62 +456,44 @@ class SoundStormForConditionalGeneration(MaskGitDecodingMixin, SoundStormPreTrai
             raise ValueError(f"`level` must be in [0, {self.config.num_levels}), got {level}.")
         return self.heads[level](hidden_states)
 
-    def _masked_token_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> SoundStormOutput:
+    def labelled_logits(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits `(labelled, vocab)` and targets `(labelled,)` of the labelled tokens, level-major.
+
+        Each head runs on its own level's labelled frames only. Every head runs, on zero rows if need be, so that all
+        of them take part in the backward pass (no unused parameters under DDP).
+        """
         config = self.config
-        if labels.shape[:2] != (hidden_states.shape[0], config.num_levels) or labels.shape[2] != hidden_states.shape[1]:
+        if tuple(labels.shape) != (hidden_states.shape[0], config.num_levels, hidden_states.shape[1]):
             raise ValueError(
                 f"`labels` must have the shape of `acoustic_ids` (batch, levels, frames), got {tuple(labels.shape)}."
             )
         labelled = labels != IGNORE_INDEX  # (batch, levels, frames)
-        check_ids("labels", labels[labelled], config.codebook_size, "codebook_size")
-        if not bool(labelled.any()):
+        check_token_ids("labels", labels[labelled], config.codebook_size, "codebook_size")
+        if not is_torchdynamo_compiling() and not bool(labelled.any()):
             raise ValueError("`labels` has no labelled token (all -100): there is nothing to learn from.")
+        logits = torch.cat([head(hidden_states[labelled[:, level]]) for level, head in enumerate(self.heads)])
+        return logits, labels.transpose(0, 1)[labelled.transpose(0, 1)]
 
-        nan = torch.tensor(float("nan"), device=hidden_states.device)
-        total_loss = hidden_states.new_zeros(())
-        level_loss, level_accuracy = [], []
-        level_num_targets = labelled.sum(dim=(0, 2))  # (levels,)
-        for level, head in enumerate(self.heads):
-            positions = labelled[:, level]  # (batch, frames)
-            if not bool(level_num_targets[level]):
-                level_loss.append(nan)
-                level_accuracy.append(nan)
-                continue
-            logits = head(hidden_states[positions]).float()  # (targets, vocab)
-            targets = labels[:, level][positions]
-            loss_sum = F.cross_entropy(logits, targets, reduction="sum")
-            total_loss = total_loss + loss_sum
-            level_loss.append(loss_sum.detach() / level_num_targets[level])
-            level_accuracy.append((logits.argmax(dim=-1) == targets).float().mean())
-        return SoundStormOutput(
-            loss=total_loss / level_num_targets.sum(),
-            level_loss=torch.stack(level_loss),
-            level_accuracy=torch.stack(level_accuracy),
-            level_num_targets=level_num_targets,
-        )
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Also writes `generation_config.json` (transformers only does so for `GenerationMixin` models)."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            self.generation_config.save_pretrained(save_directory)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Loads weights and config, then the folder's `generation_config.json` when it has one."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        hub_kwargs = {
-            key: kwargs[key]
-            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-            if key in kwargs
-        }
-        try:
-            model.generation_config = SoundStormGenerationConfig.from_pretrained(
-                pretrained_model_name_or_path, **hub_kwargs
+    def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
+                             cache_dir=None, force_download=False, proxies=None, local_files_only=False, token=None,
+                             revision=None, subfolder="", trust_remote_code=None, **kwargs):
+        """Loads the folder's `generation_config.json` as a [`SoundStormGenerationConfig`], checked against the
+        model. A folder without one keeps the defaults for its config; an invalid one is an error, not a fallback."""
+        if generation_config is not None:
+            self.generation_config = self.generation_config_class.from_dict(generation_config.to_dict())
+        elif pretrained_model_name_or_path is not None:
+            self.generation_config = self.generation_config_class.from_folder_or_default(
+                pretrained_model_name_or_path,
+                self.config,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                proxies=proxies,
+                local_files_only=local_files_only,
+                token=token,
+                revision=revision,
+                subfolder=subfolder,
             )
-        except OSError:
-            pass  # a checkpoint saved without one keeps the defaults for its config
-        return model
+        self.generation_config.check(self.config.num_levels)
 
 
 __all__ = [
@@ -395,4 +501,5 @@ __all__ = [
     "SoundStormModel",
     "SoundStormOutput",
     "SoundStormPreTrainedModel",
+    "level_metrics",
 ]
