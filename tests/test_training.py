@@ -102,7 +102,7 @@ def tokens(corpus, tmp_path_factory) -> tuple[Path, list[int]]:
     try:
         with pytest.raises(KeyboardInterrupt):
             prepare_dataset.main(prepare_arguments(corpus, output_dir))
-        assert sorted(path.name for path in (output_dir / "shards").iterdir()) == ["shard-00000", "shard-00001"]
+        assert sorted(path.name for path in (output_dir / "shards").iterdir()) == ["manifest.json", "shard-00000", "shard-00001"]
         calls.clear()
         prepare_dataset.tokenize_shard = lambda *args, **kwargs: (calls.append(1), real(*args, **kwargs))[1]
         prepare_dataset.main(prepare_arguments(corpus, output_dir))

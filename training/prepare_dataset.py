@@ -5,16 +5,19 @@
     accelerate launch training/prepare_dataset.py ...      # one shard at a time per process, GPU when present
 
 The work is cut into shards of `--shard_size` rows; each shard is tokenized and written on its own (to a temporary
-folder, then renamed), so a re-run skips the shards already written and continues where the last one stopped. Once
-every shard is there, they are joined into `output_dir` (`datasets.load_from_disk(output_dir)`), next to
+folder, then renamed), so a re-run skips the shards already written and continues where the last one stopped.
+`shards/manifest.json` records the arguments that decide what goes into a shard; a re-run with other ones is refused.
+Once every shard is there, they are joined into `output_dir` (`datasets.load_from_disk(output_dir)`), next to
 `soundstorm_tokens.json` (tokenizers, token grid, frame rates, what was dropped) that train.py checks.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ import datasets
 from accelerate import PartialState
 from datasets import Audio, Dataset, IterableDataset
 from huggingface_hub import HfApi
+from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from soundstorm_hf.data import (
@@ -46,7 +50,13 @@ from soundstorm_hf.tokenizers import (
 
 logger = logging.getLogger("prepare_dataset")
 CODEC_FOLDER, SEMANTIC_FOLDER, SHARDS_FOLDER = "codec", "semantic_tokenizer", "shards"
-REPORT_NAME = "report.json"
+REPORT_NAME, MANIFEST_NAME = "report.json", "manifest.json"
+# The arguments that decide which rows land in which shard and which tokens they get: every shard must share them.
+SHARD_SETTINGS = (
+    "dataset_name", "dataset_config", "split", "max_examples", "audio_column", "text_column", "speaker_column",
+    "min_duration", "shard_size", "codec", "semantic_tokenizer", "fit_tokenizers",
+)
+FIT_SETTINGS = ("fit_num_examples", "codec_num_levels", "codec_codebook_size", "semantic_num_clusters", "seed")
 
 
 @dataclass
@@ -114,8 +124,6 @@ def get_tokenizers(args: PrepareArguments, dataset, audio_column: str, state: Pa
     """
     output_dir = Path(args.output_dir)
     if not args.fit_tokenizers:
-        if args.codec is None or args.semantic_tokenizer is None:
-            raise ValueError("Give --codec and --semantic_tokenizer, or --fit_tokenizers to fit offline ones.")
         codec_name, semantic_name = args.codec, args.semantic_tokenizer
     else:
         codec_name, semantic_name = CODEC_FOLDER, SEMANTIC_FOLDER
@@ -135,13 +143,16 @@ def fit_offline_tokenizers(args: PrepareArguments, dataset, audio_column: str) -
     """Fit the k-means of the offline semantic tokenizer and codec on the first usable rows; save both."""
     output_dir = Path(args.output_dir)
     semantic, codec = OfflineMfccTokenizer(), OfflineMelCodec()
-    logger.info("Fitting the offline tokenizers on %d rows", args.fit_num_examples)
+    limit = args.fit_num_examples if isinstance(dataset, IterableDataset) else min(args.fit_num_examples, len(dataset))
 
-    def sample(tokenizer):
-        return usable_waveforms(dataset, audio_column, tokenizer.sampling_rate, args.fit_num_examples, args.min_duration)
+    def fit(tokenizer, **kwargs):
+        rows = usable_waveforms(dataset, audio_column, tokenizer.sampling_rate, limit, args.min_duration)
+        with tqdm(rows, total=limit, desc=f"Fitting {type(tokenizer).__name__}", unit="row") as progress:
+            tokenizer.fit(progress, seed=args.seed, **kwargs)
+        logger.info("Fitted %s on %d rows", type(tokenizer).__name__, progress.n)  # bad rows and max_frames cut it
 
-    semantic.fit(sample(semantic), num_clusters=args.semantic_num_clusters, seed=args.seed)
-    codec.fit(sample(codec), num_levels=args.codec_num_levels, codebook_size=args.codec_codebook_size, seed=args.seed)
+    fit(semantic, num_clusters=args.semantic_num_clusters)
+    fit(codec, num_levels=args.codec_num_levels, codebook_size=args.codec_codebook_size)
     semantic.save_pretrained(output_dir / SEMANTIC_FOLDER)
     codec.save_pretrained(output_dir / CODEC_FOLDER)  # written last: its presence means both are fitted
 
@@ -170,7 +181,42 @@ def tokenize_shard(rows: IterableDataset, tokenizer: AudioTokenizer, features, b
     return Dataset.from_dict(columns, features=features), report
 
 
+def check_arguments(args: PrepareArguments) -> None:
+    """Refuse, before any work, arguments that cannot work (the command line turns this into a usage error)."""
+    if not args.fit_tokenizers and (args.codec is None or args.semantic_tokenizer is None):
+        raise argparse.ArgumentError(None, "give --codec and --semantic_tokenizer, or --fit_tokenizers to fit offline ones")
+    if args.push_to_hub and not args.hub_dataset_id:
+        raise argparse.ArgumentError(None, "--push_to_hub needs --hub_dataset_id")
+
+
+def record_shard_settings(shards_dir: Path, args: PrepareArguments) -> None:
+    """Write `shards/manifest.json` (atomically), or refuse to add shards made with other `SHARD_SETTINGS`.
+
+    Shards are cut by row index and tokenized by the tokenizers in use, so shards made with another shard size,
+    source or tokenizers would silently lose, duplicate or mix rows in the joined dataset.
+    """
+    settings = {name: getattr(args, name) for name in SHARD_SETTINGS + (FIT_SETTINGS if args.fit_tokenizers else ())}
+    manifest = shards_dir / MANIFEST_NAME
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text())
+        differences = [
+            f"{name}: {recorded.get(name)!r} then, {settings.get(name)!r} now"
+            for name in sorted(set(recorded) | set(settings)) if recorded.get(name) != settings.get(name)
+        ]
+        if differences:
+            raise argparse.ArgumentError(None, (
+                f"{shards_dir} holds shards made with other arguments ({'; '.join(differences)}): re-run with the "
+                f"same ones, or delete {shards_dir} to start over"
+            ))
+        return
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    temporary = shards_dir / f"tmp-{MANIFEST_NAME}"
+    temporary.write_text(json.dumps(settings, indent=2) + "\n")
+    temporary.replace(manifest)
+
+
 def main(args: PrepareArguments) -> None:
+    check_arguments(args)
     state = PartialState()
     logging.basicConfig(level=logging.INFO if state.is_main_process else logging.WARNING, format="%(message)s")
     output_dir = Path(args.output_dir)
@@ -178,6 +224,8 @@ def main(args: PrepareArguments) -> None:
     if (output_dir / "state.json").is_file() and (output_dir / TOKENS_INFO_NAME).is_file():
         logger.info("%s already holds a finished token dataset; nothing to do.", output_dir)
         return finish(args, output_dir, state)
+    with state.main_process_first():
+        record_shard_settings(shards_dir, args)
 
     dataset = load_audio_dataset(args.dataset_name, args.dataset_config, args.split, args.streaming)
     if args.max_examples is not None:
@@ -202,7 +250,10 @@ def main(args: PrepareArguments) -> None:
                 break
             temporary = shards_dir / f"tmp-{shard_dir.name}"
             shutil.rmtree(temporary, ignore_errors=True)
-            kept.save_to_disk(str(temporary))
+            if report["rows_out"]:
+                kept.save_to_disk(str(temporary))
+            else:  # every row dropped: the report alone (datasets writes no arrow file for no rows, then cannot load it)
+                temporary.mkdir(parents=True)
             (temporary / REPORT_NAME).write_text(json.dumps(report) + "\n")
             temporary.rename(shard_dir)
             logger.warning("shard %d: %d rows in, %d kept, dropped %s", index, report["rows_in"], report["rows_out"], report["dropped"])
@@ -215,7 +266,11 @@ def main(args: PrepareArguments) -> None:
         dropped = Counter()
         for report in reports:
             dropped.update(report["dropped"])
-        tokens = datasets.concatenate_datasets([datasets.load_from_disk(str(shard)) for shard in shard_dirs])
+        rows_in = sum(report["rows_in"] for report in reports)
+        parts = [datasets.load_from_disk(str(shard)) for shard, report in zip(shard_dirs, reports) if report["rows_out"]]
+        if not parts:
+            raise ValueError(f"All {rows_in} rows were dropped ({dict(dropped)}): there is no token dataset to write.")
+        tokens = datasets.concatenate_datasets(parts)
         tokens.save_to_disk(str(output_dir))
         info = TokenDatasetInfo.from_tokenizers(
             codec, semantic, codec_name, semantic_name,
@@ -226,7 +281,6 @@ def main(args: PrepareArguments) -> None:
         )
         info.save(output_dir)  # written last: its presence means the dataset is complete
         shutil.rmtree(shards_dir)
-        rows_in = sum(report["rows_in"] for report in reports)
         logger.info("Token dataset: %d of %d rows kept (%.2f h), dropped %s -> %s", len(tokens), rows_in, info.hours, dict(dropped), output_dir)
     state.wait_for_everyone()
     finish(args, output_dir, state)
@@ -237,10 +291,8 @@ def finish(args: PrepareArguments, output_dir: Path, state: PartialState) -> Non
         push_token_dataset(output_dir, args.hub_dataset_id, args.private)
 
 
-def push_token_dataset(output_dir: Path, repo_id: str | None, private: bool = False) -> None:
+def push_token_dataset(output_dir: Path, repo_id: str, private: bool = False) -> None:
     """Push the token rows (parquet) and, beside them, the tokens json and any tokenizers saved in the dataset."""
-    if not repo_id:
-        raise ValueError("--push_to_hub needs --hub_dataset_id.")
     datasets.load_from_disk(str(output_dir)).push_to_hub(repo_id, private=private)
     HfApi().upload_folder(
         repo_id=repo_id,
@@ -251,5 +303,15 @@ def push_token_dataset(output_dir: Path, repo_id: str | None, private: bool = Fa
     )
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command line: arguments that cannot work end in a usage error (exit 2), not a traceback."""
+    parser = HfArgumentParser(PrepareArguments)
+    args = parser.parse_args_into_dataclasses(argv)[0]
+    try:
+        main(args)
+    except argparse.ArgumentError as error:
+        parser.error(str(error))
+
+
 if __name__ == "__main__":
-    main(HfArgumentParser(PrepareArguments).parse_args_into_dataclasses()[0])
+    cli(sys.argv[1:])

@@ -8,16 +8,25 @@ A YAML or JSON file given first sets defaults; flags after it override them. The
 model (`save_pretrained`: weights, config, generation config), the codec and semantic tokenizer the tokens came
 from (`codec/`, `semantic_tokenizer/`, named by the model config), a model card (README.md), the tracker logs
 (`runs/`), decoded samples (`samples/`) and the rotating checkpoints (`checkpoints/`).
+
+A run stops early, never saving non-finite weights, when the loss stays non-finite (exit status 1); on SIGTERM or
+SIGINT it saves a checkpoint at the next step boundary and exits with 128 + the signal number (143, 130), so a
+scheduler sees an interrupted run. `--resume_from_checkpoint latest` continues either; `--export_from_checkpoint
+latest` writes the model folder from a checkpoint without training.
 """
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import logging
 import math
 import shutil
+import signal
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +37,8 @@ import yaml
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import ProjectConfiguration, set_seed
 from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import HfArgumentParser, get_scheduler
 
 from soundstorm_hf import SoundStormConfig, SoundStormDataCollator, SoundStormForConditionalGeneration, trim_to_common_duration
@@ -90,7 +101,17 @@ class TrainingArguments:
     eval_steps: int = 1000
     save_steps: int = 1000
     save_total_limit: int = field(default=3, metadata={"help": "Checkpoints kept; older ones are deleted."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or `latest`."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "A checkpoint folder, or `latest`. A changed learning rate, weight decay, Adam betas or "
+                  "batch size is applied from there on (and logged)."},
+    )
+    export_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "Write the model folder from this checkpoint (or `latest`) and stop: no training."}
+    )
+    max_nonfinite_steps: int = field(
+        default=3, metadata={"help": "Steps with a non-finite loss skipped in a row (no update) before the run stops."}
+    )
     num_audio_samples: int = field(default=2, metadata={"help": "Held-out rows regenerated and logged as audio."})
     prompt_seconds: float = field(default=3.0, metadata={"help": "Voice prompt of each generated sample."})
     report_to: str = field(default="tensorboard", metadata={"help": "Accelerate tracker(s), comma-separated, or none."})
@@ -99,12 +120,56 @@ class TrainingArguments:
     hub_private: bool = False
 
 
+def make_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+
+
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    """Flags, optionally after a YAML/JSON file of defaults (later flags win)."""
+    """Flags, optionally after a YAML/JSON file of defaults (later flags win).
+
+    In the file, `null` leaves the default and a mapping or list (`config_overrides`) is passed on as JSON.
+    """
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         defaults = yaml.safe_load(Path(argv[0]).read_text())  # YAML is a superset of JSON
-        argv = [item for key, value in defaults.items() for item in (f"--{key}", str(value))] + argv[1:]
-    return HfArgumentParser((ModelArguments, DataArguments, TrainingArguments)).parse_args_into_dataclasses(argv)
+        argv = [
+            item for key, value in defaults.items() if value is not None
+            for item in (f"--{key}", json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+        ] + argv[1:]
+    return make_parser().parse_args_into_dataclasses(argv)
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> None:
+    """Refuse, before anything is loaded, arguments that would fail later (the command line makes it a usage error)."""
+    counts = dict(
+        per_device_batch_size=args.per_device_batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_steps=args.max_steps, logging_steps=args.logging_steps, eval_steps=args.eval_steps,
+        save_steps=args.save_steps, save_total_limit=args.save_total_limit, max_frames=data_args.max_frames,
+    )
+    problems = [f"--{name} {value} (must be at least 1)" for name, value in counts.items() if value < 1]
+    if not args.learning_rate > 0:
+        problems.append(f"--learning_rate {args.learning_rate} (must be positive)")
+    if args.max_nonfinite_steps < 0:
+        problems.append(f"--max_nonfinite_steps {args.max_nonfinite_steps} (must be 0 or more)")
+    try:
+        overrides = json.loads(model_args.config_overrides or "{}")
+    except json.JSONDecodeError as error:
+        overrides = error
+    if not isinstance(overrides, dict):
+        problems.append(f"--config_overrides {model_args.config_overrides!r} (must be a JSON object of config fields)")
+    try:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.output_dir).close()
+    except OSError as error:
+        problems.append(f"--output_dir {args.output_dir} (not writable: {error.strerror})")
+    for flag, name in (("--resume_from_checkpoint", args.resume_from_checkpoint), ("--export_from_checkpoint", args.export_from_checkpoint)):
+        if name not in (None, "latest") and not Path(name).is_dir():
+            problems.append(f"{flag} {name} (no such folder)")
+    if args.export_from_checkpoint == "latest" and find_checkpoint(args, "latest") is None:
+        problems.append(f"--export_from_checkpoint latest (no checkpoint in {checkpoint_root(args)})")
+    if args.push_to_hub and not args.hub_model_id:
+        problems.append("--push_to_hub without --hub_model_id")
+    if problems:
+        raise argparse.ArgumentError(None, "cannot train with " + "; ".join(problems))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,6 +246,23 @@ def comparable(config: SoundStormConfig) -> dict:
     return {name: getattr(config, name) for name in CHECKED_CONFIG_FIELDS}
 
 
+def training_settings(args: TrainingArguments, accelerator: Accelerator) -> dict:
+    """The optimizer settings and batch size a checkpoint records, so that a resume can say what it changes."""
+    return dict(
+        learning_rate=args.learning_rate, weight_decay=args.weight_decay, adam_betas=[args.adam_beta1, args.adam_beta2],
+        batch_size=args.per_device_batch_size * args.gradient_accumulation_steps * accelerator.num_processes,
+    )
+
+
+def differences(recorded: dict, current: dict) -> dict[str, tuple]:
+    """`{key: (recorded value, current value)}` for every key on which the two disagree."""
+    return {key: (recorded.get(key), current.get(key)) for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)}
+
+
+def describe(changed: dict[str, tuple]) -> str:
+    return ", ".join(f"{key}: checkpoint {old!r} vs now {new!r}" for key, (old, new) in changed.items())
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints: `checkpoints/checkpoint-<step>`, each written under a temporary name and renamed once complete.
 
@@ -189,7 +271,8 @@ def checkpoint_root(args: TrainingArguments) -> Path:
     return Path(args.output_dir) / CHECKPOINTS_FOLDER
 
 
-def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int, config: SoundStormConfig) -> None:
+def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int, config: SoundStormConfig, model) -> Path:
+    check_finite_weights(accelerator, model, step, args)
     root = checkpoint_root(args)
     final, temporary = root / f"{CHECKPOINT_PREFIX}{step}", root / f"tmp-{CHECKPOINT_PREFIX}{step}"
     if accelerator.is_main_process:
@@ -198,43 +281,110 @@ def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int
     accelerator.save_state(str(temporary))  # every process writes its own part (RNG states, FSDP shards)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (temporary / CHECKPOINT_STATE).write_text(json.dumps({"step": step, "model_config": comparable(config)}, indent=2))
+        state = {"step": step, "model_config": comparable(config), "training": training_settings(args, accelerator)}
+        (temporary / CHECKPOINT_STATE).write_text(json.dumps(state, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         temporary.rename(final)
-        for old in sorted(root.glob(f"{CHECKPOINT_PREFIX}*"), key=checkpoint_step)[: -args.save_total_limit]:
-            shutil.rmtree(old)
     accelerator.wait_for_everyone()
+    return final
+
+
+def rotate_checkpoints(args: TrainingArguments) -> None:
+    """Keep the newest `save_total_limit` checkpoints. Called (on the main process) only once a finite loss has been
+    computed with the newest one's weights, so a diverging run never deletes its last good checkpoint."""
+    for old in list_checkpoints(args)[: -args.save_total_limit]:
+        shutil.rmtree(old)
 
 
 def checkpoint_step(path: Path) -> int:
     return int(path.name[len(CHECKPOINT_PREFIX):])
 
 
-def find_checkpoint(args: TrainingArguments) -> Path | None:
-    """The checkpoint to resume from: the given folder, the newest complete one for `latest` (None if none yet)."""
-    if args.resume_from_checkpoint != "latest":
-        return Path(args.resume_from_checkpoint)
-    found = sorted(checkpoint_root(args).glob(f"{CHECKPOINT_PREFIX}*"), key=checkpoint_step)
+def list_checkpoints(args: TrainingArguments) -> list[Path]:
+    """This script's checkpoints, oldest first; other folders (`checkpoint-best`, a copy) are left alone."""
+    found = checkpoint_root(args).glob(f"{CHECKPOINT_PREFIX}*")
+    return sorted((path for path in found if path.name[len(CHECKPOINT_PREFIX):].isdecimal()), key=checkpoint_step)
+
+
+def find_checkpoint(args: TrainingArguments, name: str) -> Path | None:
+    """A checkpoint named on the command line: the given folder, the newest one for `latest` (None if none yet)."""
+    if name != "latest":
+        return Path(name)
+    found = list_checkpoints(args)
     return found[-1] if found else None
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, config: SoundStormConfig) -> int:
-    """Restore model, optimizer, scheduler and RNG states from `path`; return its step. Refuse another config."""
+def load_checkpoint(accelerator: Accelerator, path: Path, config: SoundStormConfig) -> dict:
+    """Restore model, optimizer, scheduler and RNG states from `path`; return its trainer state. Refuse another config."""
     state_file = path / CHECKPOINT_STATE
     if not state_file.is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint of this script (no {CHECKPOINT_STATE}).")
     state = json.loads(state_file.read_text())
-    current = comparable(config)
-    differences = {
-        key: (state["model_config"].get(key), current.get(key))
-        for key in set(current) | set(state["model_config"])
-        if state["model_config"].get(key) != current.get(key)
-    }
-    if differences:
-        described = ", ".join(f"{key}: checkpoint {old!r} vs now {new!r}" for key, (old, new) in sorted(differences.items()))
-        raise ValueError(f"Checkpoint {path} was made with another model config ({described}).")
+    changed = differences(state["model_config"], comparable(config))
+    if changed:
+        raise ValueError(f"Checkpoint {path} was made with another model config ({describe(changed)}).")
     accelerator.load_state(str(path))
-    return state["step"]
+    return state
+
+
+def apply_training_settings(args: TrainingArguments, optimizer, scheduler) -> None:
+    """Put this run's optimizer settings over those restored from a checkpoint; the schedule keeps its shape.
+
+    `load_state` restores the checkpoint's learning rate (in the optimizer and the scheduler's base rates), weight
+    decay and betas; the scheduler's factor at this step is kept and applied to the new rate.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] *= args.learning_rate / group["initial_lr"]
+        group.update(initial_lr=args.learning_rate, weight_decay=args.weight_decay, betas=(args.adam_beta1, args.adam_beta2))
+    scheduler.scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stopping early: divergence and signals
+
+
+class RunStopped(Exception):
+    """The run ended before `max_steps`; `exit_code` is the status the command line exits with."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def diverged(args: TrainingArguments, step: int, what: str, good_before: int) -> RunStopped:
+    """The stop of a diverged run, naming the newest checkpoint older than `good_before` (whose weights gave a finite loss)."""
+    good = [path for path in list_checkpoints(args) if checkpoint_step(path) < good_before]
+    last = f"resume from {good[-1]} with a lower --learning_rate" if good else "there is no good checkpoint to resume from"
+    return RunStopped(f"Training diverged at step {step}: {what}. Nothing more was saved; {last}.", 1)
+
+
+def check_finite_weights(accelerator: Accelerator, model, step: int, args: TrainingArguments) -> None:
+    """Raise `RunStopped` rather than evaluate or save weights holding a NaN or inf (on any process)."""
+    bad = sum((~parameter.detach().isfinite()).sum() for parameter in model.parameters())
+    if accelerator.reduce(torch.as_tensor(bad, device=accelerator.device), reduction="sum").item():
+        raise diverged(args, step, "the weights hold non-finite values", good_before=step)
+
+
+class StopSignals:
+    """Turns SIGTERM and SIGINT (a preempted job, Ctrl-C) into a request to stop at the next step boundary.
+
+    The first signal only sets `received`; it also puts the previous handlers back, so a second one acts at once.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> StopSignals:
+        self.received = None
+        self.previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def _handle(self, number, frame) -> None:
+        self.received = number
+        self.__exit__()
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,6 +525,7 @@ def push_to_hub(output_dir: Path, repo_id: str, private: bool = False) -> str:
 
 
 def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics) -> None:
+    check_finite_weights(accelerator, model, step, args)
     state_dict = accelerator.get_state_dict(model)  # gathered on every process (FSDP), used on the main one
     if not accelerator.is_main_process:
         return
@@ -385,9 +536,8 @@ def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, i
     semantic_tokenizer.save_pretrained(output_dir / SEMANTIC_FOLDER)
     (output_dir / "all_results.json").write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n")
     render_model_card(output_dir, args, data_args, info, unwrapped.config, step, metrics).save(output_dir / "README.md")
+    logger.info("Model of step %d written to %s", step, output_dir)
     if args.push_to_hub:
-        if not args.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id.")
         logger.info("Pushed to %s", push_to_hub(output_dir, args.hub_model_id, args.hub_private))
 
 
@@ -395,6 +545,7 @@ def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, i
 
 
 def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> dict[str, float]:
+    check_arguments(model_args, data_args, args)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -445,11 +596,19 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
     samples = SampleWriter(eval_dataset.select(range(min(args.num_audio_samples, len(eval_dataset)))), config, codec, args, data_args.max_frames)
 
     step = 0
-    checkpoint = find_checkpoint(args) if args.resume_from_checkpoint else None
+    checkpoint_name = args.export_from_checkpoint or args.resume_from_checkpoint
+    checkpoint = find_checkpoint(args, checkpoint_name) if checkpoint_name else None
     if checkpoint is not None:
-        step = load_checkpoint(accelerator, checkpoint, config)
+        state = load_checkpoint(accelerator, checkpoint, config)
+        step = state["step"]
+        apply_training_settings(args, optimizer, scheduler)
         logger.info("Resumed from %s at step %d", checkpoint, step)
-    if accelerator.is_main_process:
+        settings = training_settings(args, accelerator)
+        changed = differences(state.get("training", settings), settings)
+        if changed:
+            logger.warning("Training settings changed since the checkpoint, applied from step %d on: %s", step, describe(changed))
+    last_step = step if args.export_from_checkpoint else args.max_steps
+    if accelerator.is_main_process and step < last_step:
         accelerator.init_trackers("soundstorm", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     epoch, batches_to_skip = divmod(step, steps_per_epoch)
@@ -458,53 +617,112 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
 
     model.train()
     metrics, running_loss, running_steps = {}, torch.zeros((), device=accelerator.device), 0
-    while step < args.max_steps:
-        # The batch order depends on the epoch only, so a resumed run sees the same batches. Accelerate's loader
-        # re-applies its own epoch counter when iterated but does not reach a batch sampler under its wrappers: set both.
-        train_sampler.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_loader, batches_to_skip) if batches_to_skip else train_loader
-        loader.set_epoch(epoch)
-        skipped, batches_to_skip = batches_to_skip, 0
-        for index, rows in enumerate(loader, start=skipped):
-            batch = masked_batch(collator, rows, hash((args.seed, accelerator.process_index, epoch, index)), accelerator.device)
-            with accelerator.accumulate(model):
-                output = model(**batch)
-                accelerator.backward(output.loss)
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            running_loss += output.loss.detach() / args.gradient_accumulation_steps
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            running_steps += 1
-            if step % args.logging_steps == 0 or step == args.max_steps:
-                loss = accelerator.reduce(running_loss, reduction="mean").item() / running_steps
-                logs = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm), "train/epoch": epoch}
-                accelerator.log(logs, step=step)
-                logger.info("step %d: %s", step, {k: round(v, 5) for k, v in logs.items()})
-                running_loss.zero_()
-                running_steps = 0
-            if step % args.eval_steps == 0 or step == args.max_steps:
-                metrics = evaluate(model, eval_loader, accelerator, collator, args.seed)
-                accelerator.log(metrics, step=step)
-                logger.info("step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
-                samples(accelerator, model, step)
-            if step % args.save_steps == 0 or step == args.max_steps:
-                save_checkpoint(accelerator, args, step, config)
-            if step >= args.max_steps:
-                break
-        epoch += 1
+    step_loss, nonfinite_in_a_row, frames, clock = torch.zeros((), device=accelerator.device), 0, 0, time.perf_counter()
+    unconfirmed_checkpoint = False  # the newest checkpoint's weights have not given a finite loss yet
+    progress = tqdm(total=last_step, initial=step, desc="training", unit="step", disable=not accelerator.is_main_process or step >= last_step)
+    try:
+        with StopSignals() as stop, logging_redirect_tqdm(), progress:
+            while step < last_step:
+                # The batch order depends on the epoch only, so a resumed run sees the same batches. Accelerate's loader
+                # re-applies its own epoch counter when iterated but does not reach a batch sampler under its wrappers: set both.
+                train_sampler.set_epoch(epoch)
+                loader = accelerator.skip_first_batches(train_loader, batches_to_skip) if batches_to_skip else train_loader
+                loader.set_epoch(epoch)
+                skipped, batches_to_skip = batches_to_skip, 0
+                for index, rows in enumerate(loader, start=skipped):
+                    batch = masked_batch(collator, rows, hash((args.seed, accelerator.process_index, epoch, index)), accelerator.device)
+                    frames += sum(min(len(row["acoustic_ids"][0]), data_args.max_frames) for row in rows)
+                    with accelerator.accumulate(model):
+                        output = model(**batch)
+                        accelerator.backward(output.loss)
+                        step_loss += output.loss.detach().float() / args.gradient_accumulation_steps
+                        if accelerator.sync_gradients:
+                            grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                            # One reduction gives every process the same decisions: a sum is finite only if every term
+                            # is. Under fp16 the loss scaler itself skips steps with inf gradients: only the loss counts.
+                            checks = torch.stack([
+                                step_loss,
+                                grad_norm.float() if accelerator.scaler is None else torch.zeros_like(step_loss),
+                                torch.tensor(float(stop.received is not None), device=accelerator.device),
+                            ])
+                            loss_sum, norm_sum, stop_requests = accelerator.reduce(checks, reduction="sum").tolist()
+                            finite = math.isfinite(loss_sum + norm_sum)
+                            if finite:  # a skipped step leaves weights, optimizer and schedule as they were
+                                optimizer.step()
+                                scheduler.step()
+                        optimizer.zero_grad()
+                    if not accelerator.sync_gradients:
+                        continue
+                    step += 1
+                    progress.update()
+                    if finite:
+                        running_loss += step_loss
+                        running_steps += 1
+                        nonfinite_in_a_row = 0
+                        if unconfirmed_checkpoint and accelerator.is_main_process:
+                            rotate_checkpoints(args)
+                        unconfirmed_checkpoint = False
+                    else:
+                        nonfinite_in_a_row += 1
+                        what = f"non-finite loss {loss_sum} (gradient norm {norm_sum}) {nonfinite_in_a_row} step(s) in a row"
+                        if nonfinite_in_a_row > args.max_nonfinite_steps or step == last_step:
+                            # The weights of the step before the first non-finite loss are suspect too.
+                            raise diverged(args, step, what, good_before=step - nonfinite_in_a_row)
+                        logger.warning("step %d: %s, update skipped (the run stops after %d)", step, what, args.max_nonfinite_steps)
+                    step_loss.zero_()
+                    if step % args.logging_steps == 0 or step == last_step:
+                        # NaN when every step since the last log was skipped: never reported as a loss of 0.
+                        loss = accelerator.reduce(running_loss, reduction="mean").item() / running_steps if running_steps else math.nan
+                        frames_per_second = frames * accelerator.num_processes / (time.perf_counter() - clock)
+                        logs = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
+                                "train/epoch": epoch, "train/frames_per_second": frames_per_second}
+                        accelerator.log(logs, step=step)
+                        logger.info("step %d: %s", step, {k: round(v, 5) for k, v in logs.items()})
+                        progress.set_postfix_str(f"loss {loss:.4f}, {frames_per_second:.0f} frames/s")
+                        running_loss.zero_()
+                        running_steps, frames, clock = 0, 0, time.perf_counter()
+                    if step % args.eval_steps == 0 or step == last_step:
+                        check_finite_weights(accelerator, model, step, args)
+                        metrics = evaluate(model, eval_loader, accelerator, collator, args.seed)
+                        accelerator.log(metrics, step=step)
+                        logger.info("step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
+                        samples(accelerator, model, step)
+                    stopping = stop_requests > 0 and step < last_step
+                    if step % args.save_steps == 0 or step == last_step or stopping:
+                        saved = save_checkpoint(accelerator, args, step, config, model)
+                        unconfirmed_checkpoint = True
+                    if stopping:
+                        number = stop.received or signal.SIGTERM  # the signal may have reached another process only
+                        raise RunStopped(
+                            f"Stopped by {signal.Signals(number).name} at step {step}; checkpoint saved in {saved}: "
+                            "the same command with --resume_from_checkpoint latest continues the run.", 128 + number
+                        )
+                    if step >= last_step:
+                        break
+                epoch += 1
 
-    if not metrics:  # resumed at max_steps: nothing was trained, but the card still needs figures
-        metrics = evaluate(model, eval_loader, accelerator, collator, args.seed)
-    accelerator.wait_for_everyone()
-    save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics)
-    accelerator.end_training()
+        if not metrics:  # resumed at max_steps or exporting: nothing was trained, but the card still needs figures
+            metrics = evaluate(model, eval_loader, accelerator, collator, args.seed)
+        accelerator.wait_for_everyone()
+        save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics)
+        if accelerator.is_main_process:
+            rotate_checkpoints(args)
+    finally:
+        accelerator.end_training()
     return metrics
 
 
+def cli(argv: list[str]) -> None:
+    """The command line: arguments that cannot work are a usage error (exit 2); a run stopped early exits with the
+    status of `RunStopped` after one line saying why."""
+    try:
+        main(*parse_arguments(argv))
+    except argparse.ArgumentError as error:
+        make_parser().error(str(error))
+    except RunStopped as stop:
+        logger.error("%s", stop)
+        sys.exit(stop.exit_code)
+
+
 if __name__ == "__main__":
-    main(*parse_arguments(sys.argv[1:]))
+    cli(sys.argv[1:])
