@@ -41,7 +41,13 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import HfArgumentParser, get_scheduler
 
-from soundstorm_hf import SoundStormConfig, SoundStormDataCollator, SoundStormForConditionalGeneration, trim_to_common_duration
+from soundstorm_hf import (
+    SoundStormConfig,
+    SoundStormDataCollator,
+    SoundStormForConditionalGeneration,
+    level_metrics,
+    trim_to_common_duration,
+)
 from soundstorm_hf.data import (
     TOKENS_INFO_NAME,
     LengthGroupedBatchSampler,
@@ -401,10 +407,12 @@ def evaluate(model, loader, accelerator: Accelerator, collator: SoundStormDataCo
     num_levels = accelerator.unwrap_model(model).config.num_levels
     totals = torch.zeros(3, num_levels, device=accelerator.device)  # loss sum, correct, targets; per level
     for index, rows in enumerate(loader):
-        output = model(**masked_batch(collator, rows, hash((seed, accelerator.process_index, index)), accelerator.device))
-        counts = output.level_num_targets.float()
-        totals[0] += output.level_loss.nan_to_num() * counts
-        totals[1] += output.level_accuracy.nan_to_num() * counts
+        batch = masked_batch(collator, rows, hash((seed, accelerator.process_index, index)), accelerator.device)
+        metrics = level_metrics(model(**batch).logits, batch["labels"])
+        counts = metrics["level_num_targets"].float()
+        present = counts > 0  # a level without targets adds nothing; a NaN loss stays NaN
+        totals[0] += torch.where(present, metrics["level_loss"] * counts, 0.0)
+        totals[1] += torch.where(present, metrics["level_accuracy"] * counts, 0.0)
         totals[2] += counts
     totals = accelerator.reduce(totals, reduction="sum").cpu()
     model.train()
