@@ -17,7 +17,10 @@ from soundstorm_hf.audio import synthesize_speech  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
-from test_text import tiny_pipeline  # noqa: E402  (the shared tiny model)
+try:  # noqa: E402  tests/ as a package, or as a folder of modules
+    from .test_text import tiny_pipeline  # (the shared tiny model)
+except ImportError:
+    from test_text import tiny_pipeline  # (the shared tiny model)
 
 SCREENSHOT = Path(__file__).parents[1] / "docs" / "space.png"
 SETTINGS = [4, 1.0, 1.0, 0]  # level-1 iterations, temperature, guidance scale, seed
