@@ -137,3 +137,23 @@ def test_collator_errors_name_the_problem(config):
         collator([{"semantic_ids": list(range(20)), "acoustic_ids": torch.zeros(4, 10, dtype=torch.long)}])
     with pytest.raises(ValueError, match="empty"):
         collator([])
+
+
+def test_random_window_lengths_are_uniform_between_min_and_max_frames(config):
+    """The paper trains on random windows of 0 to 30 s: lengths drawn uniformly, on semantic-token boundaries."""
+    from scipy.stats import chisquare
+
+    collator = SoundStormDataCollator(config, max_frames=40, min_frames=10, seed=0)
+    lengths = torch.tensor([collator._crop(*example(config, 60).values())[1].shape[-1] for _ in range(4000)])
+    assert lengths.min() >= 10 and lengths.max() <= 40 and (lengths % 2 == 0).all()
+    counts = torch.bincount(lengths // 2 - 5, minlength=16)  # 16 possible lengths: 10, 12, ..., 40
+    assert (counts > 0).all() and chisquare(counts.numpy()).pvalue > 1e-3
+    # A row shorter than max_frames gets windows up to its own length; its semantics stay aligned to the codes.
+    long = example(config, 24, seed=3)
+    for _ in range(50):
+        semantic_ids, acoustic_ids = collator._crop(long["semantic_ids"], long["acoustic_ids"])
+        start = next(s for s in range(0, 25, 2) if torch.equal(long["acoustic_ids"][:, s : s + acoustic_ids.shape[-1]], acoustic_ids))
+        assert 10 <= acoustic_ids.shape[-1] <= 24
+        assert torch.equal(semantic_ids, long["semantic_ids"][start // 2 : start // 2 + acoustic_ids.shape[-1] // 2])
+    with pytest.raises(ValueError, match="min_frames"):
+        SoundStormDataCollator(config, max_frames=40, min_frames=50)

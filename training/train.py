@@ -85,6 +85,11 @@ class DataArguments:
     eval_split_size: float = field(default=0.02, metadata={"help": "Held-out share (< 1) or row count (>= 1)."})
     max_frames: int = field(default=1500, metadata={"help": "Random crops of at most this many acoustic frames."})
     min_frames: int = field(default=25, metadata={"help": "Rows shorter than this (acoustic frames) are left out."})
+    min_crop_frames: int | None = field(
+        default=None,
+        metadata={"help": "Draw each training window's length uniformly between this and --max_frames (the paper's "
+                          "random 0-30 s windows). Unset: only rows longer than --max_frames are cut, to it."},
+    )
     dataloader_num_workers: int = field(default=0)
 
 
@@ -594,7 +599,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
         num_warmup_steps=args.warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_steps * accelerator.num_processes,
     )
-    collator = SoundStormDataCollator(config, max_frames=data_args.max_frames, seed=args.seed)
+    collator = SoundStormDataCollator(
+        config, max_frames=data_args.max_frames, min_frames=data_args.min_crop_frames, seed=args.seed
+    )
     train_loader = make_loader(dataset, lengths, args.per_device_batch_size, data_args.max_frames, True, args.seed, data_args.dataloader_num_workers)
     eval_loader = make_loader(eval_dataset, eval_lengths, args.per_device_batch_size, data_args.max_frames, False, args.seed, data_args.dataloader_num_workers)
     train_sampler = train_loader.batch_sampler  # kept: accelerate's wrappers do not pass `set_epoch` on to it
