@@ -6,11 +6,13 @@ from .kmeans import KMeansQuantizer
 from .mimi_semantic import MimiSemanticTokenizer
 from .offline_codec import OfflineMelCodec
 from .offline_semantic import OfflineMfccTokenizer
+from .phonetic_semantic import CtcPhoneticTokenizer, PhoneRecognizer
 from .ssl_semantic import SSLKMeansTokenizer
 from .transformers_codecs import DacCodec, EncodecCodec, MimiCodec
 
 __all__ = [
     "AcousticCodec",
+    "CtcPhoneticTokenizer",
     "DacCodec",
     "EncodecCodec",
     "KMeansQuantizer",
@@ -18,6 +20,7 @@ __all__ = [
     "MimiSemanticTokenizer",
     "OfflineMelCodec",
     "OfflineMfccTokenizer",
+    "PhoneRecognizer",
     "SSLKMeansTokenizer",
     "SemanticTokenizer",
     "load_acoustic_codec",

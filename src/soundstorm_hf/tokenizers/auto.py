@@ -18,13 +18,15 @@ from .base import (
 from .mimi_semantic import MimiSemanticTokenizer
 from .offline_codec import OfflineMelCodec
 from .offline_semantic import OfflineMfccTokenizer
+from .phonetic_semantic import CtcPhoneticTokenizer
 from .ssl_semantic import SSLKMeansTokenizer
 from .transformers_codecs import DacCodec, EncodecCodec, MimiCodec
 
 # "type" in our json -> class. For the transformers adapters it is also the checkpoint's `model_type`.
 ACOUSTIC_CODECS = {cls.tokenizer_type: cls for cls in (OfflineMelCodec, DacCodec, EncodecCodec, MimiCodec)}
 SEMANTIC_TOKENIZERS = {
-    cls.tokenizer_type: cls for cls in (OfflineMfccTokenizer, SSLKMeansTokenizer, MimiSemanticTokenizer)
+    cls.tokenizer_type: cls
+    for cls in (OfflineMfccTokenizer, CtcPhoneticTokenizer, SSLKMeansTokenizer, MimiSemanticTokenizer)
 }
 TRANSFORMERS_ACOUSTIC = ("dac", "encodec", "mimi")
 TRANSFORMERS_SEMANTIC = ("mimi",)
