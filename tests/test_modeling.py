@@ -203,3 +203,18 @@ print(model.generate(torch.arange(6)[None], seed=0).flatten().tolist())
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.flatten().tolist()
+
+
+def test_loading_names_a_missing_config_and_refuses_an_invalid_generation_config(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="Invalid generation_config.json"):
+        SoundStormForConditionalGeneration.from_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"steps_per_level": [16, 1]}))  # 2 levels, not 4
+    with pytest.raises(ValueError, match="steps_per_level"):
+        SoundStormForConditionalGeneration.from_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").unlink()  # a folder without one gets the defaults for its config
+    assert SoundStormForConditionalGeneration.from_pretrained(tmp_path).generation_config.steps_per_level == [16, 1, 1, 1]
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json missing"):
+        SoundStormForConditionalGeneration.from_pretrained(tmp_path)

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, is_torchdynamo_compiling
+from transformers.utils import CONFIG_NAME, ModelOutput, TransformersKwargs, can_return_tuple, is_torchdynamo_compiling
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_soundstorm import SoundStormConfig
@@ -270,13 +271,23 @@ class SoundStormPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["SoundStormConformerBlock"]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _supports_flex_attn = True
-    # Flash attention takes padding as 2-D masks only; classifier-free guidance hides a row's prompt (its start),
-    # which such a mask cannot say. Untested, so not offered.
+    # Offered: eager and sdpa, tested equal. Flash attention takes padding as 2-D masks of right padding, while
+    # classifier-free guidance hides a row's start (its prompt); flex attention has no CPU backward to test here.
     _supports_flash_attn = False
+    _supports_flex_attn = False
     _supports_attention_backend = True
     _can_compile_fullgraph = True
     _can_record_outputs = {"hidden_states": SoundStormConformerBlock, "attentions": SoundStormSelfAttention}
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As transformers' `from_pretrained`, but a local folder without `config.json` is an error naming it: left
+        to transformers, it would build the default (paper-sized) config and report every weight as mismatched."""
+        if pretrained_model_name_or_path is not None and kwargs.get("config") is None:
+            folder = Path(pretrained_model_name_or_path) / kwargs.get("subfolder", "")
+            if folder.is_dir() and not (folder / CONFIG_NAME).is_file():
+                raise FileNotFoundError(f"{CONFIG_NAME} missing in {folder}: it is not a saved SoundStorm model folder.")
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module):
         super()._init_weights(module)
