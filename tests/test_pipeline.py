@@ -142,6 +142,6 @@ def test_command_line_conversion(pipe, speech, tmp_path):
         wave, rate = speech["the quick brown fox" if name == "content" else "jumps over the lazy dog"]
         soundfile.write(tmp_path / f"{name}.wav", wave, rate)
     main(["convert", "--model", str(tmp_path / "model"), str(tmp_path / "content.wav"), str(tmp_path / "out.wav"),
-          "--voice-prompt", str(tmp_path / "prompt.wav"), "--seed", "0", "--steps", "4", "1", "1"])
+          "--voice-prompt", str(tmp_path / "prompt.wav"), "--seed", "0", "--iterations", "4"])
     audio, rate = soundfile.read(tmp_path / "out.wav")
     assert rate == 16000 and abs(len(audio) - len(speech["the quick brown fox"][0]) * 16000 / 22050) <= 1
