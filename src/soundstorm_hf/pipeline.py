@@ -197,9 +197,29 @@ class SoundStormPipeline:
         codes, semantic_ids, num_samples = self._generate(
             audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs
         )
+        return self._collect(codes, semantic_ids, num_samples)
+
+    def from_semantic_ids(
+        self, semantic_ids, voice_prompt=None, prompt_sampling_rate: int | None = None, **generate_kwargs
+    ) -> dict:
+        """Speaks semantic ids `(frames,)` made elsewhere (by a text-to-semantic model) in the voice of
+        `voice_prompt`: the pipeline's call from the point where the content is tokenized. Returns
+        `{"audio", "sampling_rate"}`, as long as `frames` semantic frames."""
+        tokenizer = self.semantic_tokenizer
+        semantic_ids = torch.as_tensor(semantic_ids, dtype=torch.long, device=self.model.device)
+        if semantic_ids.ndim != 1 or not len(semantic_ids):
+            raise ValueError(f"Semantic ids must be one non-empty sequence (frames,), got shape {tuple(semantic_ids.shape)}.")
+        if semantic_ids.min() < 0 or semantic_ids.max() >= tokenizer.vocab_size:
+            raise ValueError(f"Semantic ids must lie in [0, {tokenizer.vocab_size}) for this pipeline's tokenizer.")
+        num_samples = round(len(semantic_ids) * tokenizer.hop_length * self.codec.sampling_rate / tokenizer.sampling_rate)
+        codes = self._generate_codes(semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs)
+        return self._collect(codes, semantic_ids, num_samples)
+
+    def _collect(self, codes: torch.Tensor, semantic_ids: torch.Tensor, num_samples: int) -> dict:
+        """`{"audio", "sampling_rate"}` of `codes`, decoded chunk by chunk into one array."""
         output = np.empty(num_samples, dtype=np.float32)
         position = 0
-        for block in self._decode(codes, semantic_ids, num_samples):
+        for block in self._decode(codes, semantic_ids, num_samples, stacklevel=4):
             output[position : position + block.shape[0]] = block
             position += block.shape[0]
         return {"audio": output[:position], "sampling_rate": self.codec.sampling_rate}
@@ -231,13 +251,16 @@ class SoundStormPipeline:
         """Codes `(levels, frames)` and semantic ids `(semantic frames,)` of the content, and its output length."""
         content = AudioSource(audio, sampling_rate, "content audio", self.max_input_seconds)
         semantic_ids, content_samples = self._tokenize_content(content)
+        num_samples = round(content_samples * self.codec.sampling_rate / self.semantic_tokenizer.sampling_rate)
+        return self._generate_codes(semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs), semantic_ids, num_samples
+
+    def _generate_codes(self, semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs) -> torch.Tensor:
+        """Codes `(levels, frames)` of semantic ids `(semantic frames,)` in the voice of `voice_prompt`."""
         prompt_codes = prompt_semantic = None
         if voice_prompt is not None:
             prompt_codes, prompt_semantic = self._encode_prompt(voice_prompt, prompt_sampling_rate)
         context_frames = round(self.context_seconds * self.model.config.acoustic_frame_rate)
-        codes = self.model.generate_long(semantic_ids, prompt_codes, prompt_semantic, context_frames, **generate_kwargs)
-        num_samples = round(content_samples * self.codec.sampling_rate / self.semantic_tokenizer.sampling_rate)
-        return codes, semantic_ids, num_samples
+        return self.model.generate_long(semantic_ids, prompt_codes, prompt_semantic, context_frames, **generate_kwargs)
 
     def _tokenize_content(self, content: AudioSource) -> tuple[torch.Tensor, int]:
         """Semantic ids `(semantic frames,)` of `content` and its length in samples at the tokenizer's rate.
@@ -275,12 +298,14 @@ class SoundStormPipeline:
         """`seconds` rounded to whole frames of `module`, in samples."""
         return round(seconds * module.frame_rate) * module.hop_length
 
-    def _decode(self, codes: torch.Tensor, semantic_ids: torch.Tensor, num_samples: int) -> Iterator[np.ndarray]:
+    def _decode(
+        self, codes: torch.Tensor, semantic_ids: torch.Tensor, num_samples: int, stacklevel: int = 3
+    ) -> Iterator[np.ndarray]:
         """Output blocks `(samples,)`, `num_samples` in all, soft-limited, with warnings for overs and silence.
 
         Codes `(levels, frames)` are decoded in chunks of `chunk_seconds` with `overlap_seconds` of codes on either
         side; neighbouring chunks are cross-faded linearly over `overlap_seconds` around their boundary. Codes up to
-        `chunk_seconds` long are decoded at once.
+        `chunk_seconds` long are decoded at once. Warnings name the line `stacklevel` frames up (the user's call).
         """
         hop, total_frames = self.codec.hop_length, codes.shape[-1]
         overlap = round(self.overlap_seconds * self.codec.frame_rate)
@@ -309,13 +334,13 @@ class SoundStormPipeline:
             warnings.warn(
                 f"{overs} output samples ({100 * overs / max(position, 1):.2f}%) went over -1 dBFS (peak "
                 f"{20 * math.log10(peak):+.1f} dBFS); they were soft-limited to -1 dBFS instead of clipping.",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         if peak < SILENT_OUTPUT_PEAK:
             warnings.warn(
                 f"The output is silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS, below -60 dBFS): is the "
                 "model trained, and does it match its codec?",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
 
     def _decode_frames(self, codes: torch.Tensor, semantic_ids: torch.Tensor, low: int, high: int) -> np.ndarray:

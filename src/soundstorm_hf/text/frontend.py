@@ -1,8 +1,9 @@
-"""The offline text front end: text -> speech with a rule-based synthesizer -> SoundStorm in a prompt's voice.
+"""Text and dialogue to speech: text -> semantic tokens -> SoundStorm in a prompt's voice.
 
-No text-to-semantic model is trained yet, so the content of text input comes from speech rendered by espeak-ng (or
-flite): the pipeline takes that audio's semantic tokens, which carry what is said, and generates it in the voice of
-the prompt. Dialogue transcripts (`[A] Hello there. [B] Hi!`) are checked in full before anything is generated,
+The semantic tokens come from a text-to-semantic model (`TextToSemantic`) when one is given or saved beside the
+SoundStorm model (`t2s/`); otherwise from the offline front end: speech rendered by espeak-ng (or flite), whose
+semantic tokens carry what is said. The front end is also the baseline the T2S model is measured against.
+Dialogue transcripts (`[A] Hello there. [B] Hi!`) are checked in full before anything is generated,
 so a typo in the last turn fails at once instead of after minutes of generation.
 """
 
@@ -19,8 +20,10 @@ import numpy as np
 import soundfile
 
 from ..audio import synthesize_speech
+from .t2s import TextToSemantic
 
 ENGINES = ("espeak-ng", "flite")
+T2S_SUBFOLDER = "t2s"
 SPEAKER_TAG = re.compile(r"\[([^\[\]]*)\]")
 
 
@@ -87,22 +90,53 @@ def parse_dialogue(transcript: str, speakers=None) -> list[Turn]:
 
 
 class TextToSpeech:
-    """Text and dialogue on top of a `SoundStormPipeline`, through its public call only.
+    """Text and dialogue on top of a `SoundStormPipeline`, through its public methods only.
 
     Args:
-        pipe: the pipeline whose semantic tokenizer, model and codec turn the rendered speech into the prompt's
-            voice.
-        engine: synthesizer for the content (`"espeak-ng"` or `"flite"`; default: the first installed).
+        pipe: the pipeline whose model and codec speak the content in the prompt's voice.
+        engine: synthesizer for the content without a T2S model (`"espeak-ng"` or `"flite"`; default: the first
+            installed).
         voice: the synthesizer's voice; it shapes only the content's timing, the output voice is the prompt's.
         max_characters: longer text is refused, so that one request cannot hold a shared server for long.
+        t2s: a text-to-semantic model for the pipeline's semantic tokens; `None`: the offline front end.
+        t2s_kwargs: sampling settings for `TextToSemantic.generate` (`temperature`, `top_k`, `top_p`,
+            `do_sample`); the `seed` of a call is passed on too.
     """
 
-    def __init__(self, pipe, engine: str | None = None, voice: str | None = None, max_characters: int = 1000):
+    def __init__(self, pipe, engine: str | None = None, voice: str | None = None, max_characters: int = 1000,
+                 t2s: TextToSemantic | None = None, t2s_kwargs: dict | None = None):
+        if t2s is not None:
+            check_t2s(t2s, pipe)
         self.pipe, self.engine, self.voice, self.max_characters = pipe, engine, voice, max_characters
+        self.t2s, self.t2s_kwargs = t2s, t2s_kwargs or {}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, t2s: str | Path | None = None, device=None, **kwargs):
+        """The pipeline of a model folder (or Hub id) with the T2S model `t2s`, or else the one in its `t2s/`
+        subfolder when there is one; `kwargs` go to `TextToSpeech`."""
+        from ..pipeline import SoundStormPipeline
+
+        pipe = SoundStormPipeline.from_pretrained(name_or_path, device=device)
+        beside = Path(name_or_path) / T2S_SUBFOLDER
+        if t2s is None and (beside / "config.json").is_file():
+            t2s = beside
+        model = TextToSemantic.from_pretrained(t2s).to(device) if t2s is not None else None
+        return cls(pipe, t2s=model, **kwargs)
 
     def _check_length(self, text: str, what: str = "The text") -> None:
         if len(text) > self.max_characters:
             raise ValueError(f"{what} is too long: {len(text)} characters, at most {self.max_characters}.")
+
+    def _content(self, texts: list[str], seed: int | None):
+        """What is said, for each text: semantic ids from the T2S model, or else rendered speech."""
+        if self.t2s is None:
+            return [render_text(text, self.engine, self.voice) for text in texts]
+        return self.t2s.generate(texts, seed=seed, **self.t2s_kwargs)
+
+    def _speak(self, content, voice_prompt, generate_kwargs) -> dict:
+        if self.t2s is None:
+            return self.pipe(content, voice_prompt=voice_prompt, **generate_kwargs)
+        return self.pipe.from_semantic_ids(content, voice_prompt=voice_prompt, **generate_kwargs)
 
     def tts(self, text: str, voice_prompt=None, **generate_kwargs) -> dict:
         """Speak `text` in the voice of `voice_prompt` (unprompted without one).
@@ -110,7 +144,8 @@ class TextToSpeech:
         Returns the pipeline's `{"audio", "sampling_rate"}`.
         """
         self._check_length(text)
-        return self.pipe(render_text(text, self.engine, self.voice), voice_prompt=voice_prompt, **generate_kwargs)
+        [content] = self._content([text], generate_kwargs.get("seed"))
+        return self._speak(content, voice_prompt, generate_kwargs)
 
     def dialogue(self, transcript: str, voice_prompts: dict, pause_seconds: float = 0.4, **generate_kwargs) -> dict:
         """Generate each turn of `transcript` in its speaker's voice and join the turns with `pause_seconds` of silence.
@@ -126,12 +161,12 @@ class TextToSpeech:
         for turn in turns:
             if voice_prompts[turn.speaker] is None:
                 raise ValueError(f"Speaker [{turn.speaker}] has no voice prompt.")
-        speech = [render_text(turn.text, self.engine, self.voice) for turn in turns]
+        speech = self._content([turn.text for turn in turns], generate_kwargs.get("seed"))
         rate = self.pipe.sampling_rate
         pause = np.zeros(round(pause_seconds * rate), dtype=np.float32)
         pieces, timeline, start = [], [], 0.0
         for number, (turn, content) in enumerate(zip(turns, speech)):
-            audio = self.pipe(content, voice_prompt=voice_prompts[turn.speaker], **generate_kwargs)["audio"]
+            audio = self._speak(content, voice_prompts[turn.speaker], generate_kwargs)["audio"]
             if number:
                 pieces.append(pause)
                 start += len(pause) / rate
@@ -140,3 +175,13 @@ class TextToSpeech:
             timeline.append({"speaker": turn.speaker, "text": turn.text, "start": start, "end": end})
             start = end
         return {"audio": np.concatenate(pieces), "sampling_rate": rate, "timeline": timeline}
+
+
+def check_t2s(t2s: TextToSemantic, pipe) -> None:
+    """Refuse a T2S model whose semantic tokens are not those of the pipeline's SoundStorm model."""
+    tokenizer = pipe.semantic_tokenizer
+    if t2s.config.semantic_vocab_size != tokenizer.vocab_size or not np.isclose(t2s.config.semantic_frame_rate, tokenizer.frame_rate):
+        raise ValueError(
+            f"The T2S model writes {t2s.config.semantic_vocab_size} semantic ids at {t2s.config.semantic_frame_rate} Hz, "
+            f"the pipeline's semantic tokenizer has {tokenizer.vocab_size} at {tokenizer.frame_rate} Hz."
+        )

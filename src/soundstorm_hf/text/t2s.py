@@ -86,6 +86,17 @@ def build_config(
     return LlamaConfig(**{**settings, **PRESETS[preset], **overrides})
 
 
+def sequence(config: LlamaConfig, text_ids: list[int], semantic_ids: Iterable[int] = ()) -> tuple[list[int], list[int]]:
+    """`[text | <sep> | semantic + offset | </s>]` and its labels (-100 on the text and `<sep>`).
+
+    Without `semantic_ids`: the generation prompt `[text | <sep>]` (and labels that are all -100).
+    """
+    prompt = [*text_ids, config.sep_token_id]
+    semantic = [config.semantic_offset + int(index) for index in semantic_ids]
+    target = [*semantic, config.eos_token_id] if semantic else []
+    return prompt + target, [-100] * len(prompt) + target
+
+
 class SemanticOnlyLogitsProcessor(LogitsProcessor):
     """Masks every id but the semantic ones and `</s>`, so that generation after `<sep>` never emits text."""
 
@@ -120,6 +131,11 @@ class TextToSemantic:
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
+    def to(self, device) -> TextToSemantic:
+        if device is not None:
+            self.model.to(device)
+        return self
+
     @property
     def config(self) -> LlamaConfig:
         return self.model.config
@@ -133,17 +149,6 @@ class TextToSemantic:
             logger.warning("Phonemes unknown to the T2S tokenizer, read as <unk>: %s (in %r)", " ".join(unknown), text[:40])
         return ids
 
-    def sequence(self, text_ids: list[int], semantic_ids: Iterable[int] = ()) -> tuple[list[int], list[int]]:
-        """`[text | <sep> | semantic + offset | </s>]` and its labels (-100 on the text and `<sep>`).
-
-        Without `semantic_ids`: the generation prompt `[text | <sep>]` (and labels that are all -100).
-        """
-        config = self.config
-        prompt = [*text_ids, config.sep_token_id]
-        semantic = [config.semantic_offset + int(index) for index in semantic_ids]
-        target = [*semantic, config.eos_token_id] if semantic else []
-        return prompt + target, [-100] * len(prompt) + target
-
     @torch.no_grad()
     def generate(
         self, texts: str | list[str], seed: int | None = None, max_frames: int | None = None, **generate_kwargs
@@ -156,7 +161,7 @@ class TextToSemantic:
         token), which is logged.
         """
         texts = [texts] if isinstance(texts, str) else texts
-        prompts = [self.sequence(self.text_ids(text))[0] for text in texts]
+        prompts = [sequence(self.config, self.text_ids(text))[0] for text in texts]
         width = max(len(prompt) for prompt in prompts)
         pad = self.config.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
