@@ -49,12 +49,16 @@ from soundstorm_hf import (
     trim_to_common_duration,
 )
 from soundstorm_hf.data import (
+    TOKEN_COLUMNS,
     TOKENS_INFO_NAME,
     LengthGroupedBatchSampler,
     TokenDatasetInfo,
     check_token_columns,
     frame_counts,
 )
+from soundstorm_hf.text.t2s_training import CHECKED_CONFIG_FIELDS as T2S_CHECKED_FIELDS
+from soundstorm_hf.text.t2s_training import COLUMNS as T2S_COLUMNS
+from soundstorm_hf.text.t2s_training import T2STraining
 from soundstorm_hf.tokenizers import load_acoustic_codec, load_semantic_tokenizer
 
 logger = logging.getLogger("train")
@@ -70,6 +74,11 @@ MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 
 @dataclass
 class ModelArguments:
+    task: str = field(
+        default="soundstorm",
+        metadata={"help": "soundstorm, or t2s: the text-to-semantic model (a LlamaForCausalLM, --model_preset tiny or "
+                          "small) on the rows' text and semantic_ids (soundstorm_hf.text.t2s_training)."},
+    )
     model_preset: str = field(default="small", metadata={"help": "tiny, small or paper (the 350M model)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Start from a trained SoundStorm instead."})
     config_overrides: str | None = field(
@@ -157,6 +166,8 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
         save_steps=args.save_steps, save_total_limit=args.save_total_limit, max_frames=data_args.max_frames,
     )
     problems = [f"--{name} {value} (must be at least 1)" for name, value in counts.items() if value < 1]
+    if model_args.task not in ("soundstorm", "t2s"):
+        problems.append(f"--task {model_args.task} (must be soundstorm or t2s)")
     if not args.learning_rate > 0:
         problems.append(f"--learning_rate {args.learning_rate} (must be positive)")
     if args.max_nonfinite_steps < 0:
@@ -215,11 +226,11 @@ def length_filtered(dataset: datasets.Dataset, min_frames: int, name: str) -> tu
     return dataset, [lengths[index] for index in keep]
 
 
-def make_loader(dataset, lengths, batch_size, max_frames, shuffle, seed, num_workers):
+def make_loader(dataset, lengths, batch_size, max_frames, shuffle, seed, num_workers, columns=TOKEN_COLUMNS):
     """A loader of lists of rows of similar (cropped) length; they are cropped and masked by `masked_batch`."""
     sampler = LengthGroupedBatchSampler([min(length, max_frames) for length in lengths], batch_size, shuffle, seed)
     return torch.utils.data.DataLoader(
-        dataset.with_format("torch", columns=["semantic_ids", "acoustic_ids"]),
+        dataset.with_format("torch", columns=list(columns)),
         batch_sampler=sampler,
         collate_fn=list,
         num_workers=num_workers,
@@ -233,7 +244,8 @@ def masked_batch(collator: SoundStormDataCollator, rows: list[dict], seed: int, 
     Masks are drawn in the training loop, not in the loader, because Accelerate's loader prepares the next batch
     ahead of time: masks drawn there from a running generator would depend on when the run was last resumed.
     """
-    collator.generator.manual_seed(seed)
+    if hasattr(collator, "generator"):  # the T2S collator draws nothing
+        collator.generator.manual_seed(seed)
     return {key: value.to(device) for key, value in collator(rows).items()}
 
 
@@ -253,8 +265,9 @@ def build_config(model_args: ModelArguments, info: TokenDatasetInfo) -> SoundSto
     return config
 
 
-def comparable(config: SoundStormConfig) -> dict:
-    return {name: getattr(config, name) for name in CHECKED_CONFIG_FIELDS}
+def comparable(config) -> dict:
+    names = CHECKED_CONFIG_FIELDS if isinstance(config, SoundStormConfig) else T2S_CHECKED_FIELDS
+    return {name: getattr(config, name) for name in names}
 
 
 def training_settings(args: TrainingArguments, accelerator: Accelerator) -> dict:
@@ -537,18 +550,22 @@ def push_to_hub(output_dir: Path, repo_id: str, private: bool = False) -> str:
     return str(commit)
 
 
-def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics) -> None:
+def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics, t2s=None) -> None:
+    """The model folder; for `--task t2s` the T2S folder (`T2STraining.save`), without SoundStorm's tokenizers and card."""
     check_finite_weights(accelerator, model, step, args)
     state_dict = accelerator.get_state_dict(model)  # gathered on every process (FSDP), used on the main one
     if not accelerator.is_main_process:
         return
     output_dir = Path(args.output_dir)
     unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(output_dir, state_dict=state_dict)
-    codec.save_pretrained(output_dir / CODEC_FOLDER)
-    semantic_tokenizer.save_pretrained(output_dir / SEMANTIC_FOLDER)
+    if t2s:
+        t2s.save(output_dir, unwrapped, state_dict)
+    else:
+        unwrapped.save_pretrained(output_dir, state_dict=state_dict)
+        codec.save_pretrained(output_dir / CODEC_FOLDER)
+        semantic_tokenizer.save_pretrained(output_dir / SEMANTIC_FOLDER)
+        render_model_card(output_dir, args, data_args, info, unwrapped.config, step, metrics).save(output_dir / "README.md")
     (output_dir / "all_results.json").write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n")
-    render_model_card(output_dir, args, data_args, info, unwrapped.config, step, metrics).save(output_dir / "README.md")
     logger.info("Model of step %d written to %s", step, output_dir)
     if args.push_to_hub:
         logger.info("Pushed to %s", push_to_hub(output_dir, args.hub_model_id, args.hub_private))
@@ -571,20 +588,28 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
     set_seed(args.seed, device_specific=True)  # each process draws its own crops, masks and dropout
 
     dataset, info, location = load_token_dataset(data_args.dataset_name)
-    config = build_config(model_args, info)
+    t2s = None
+    if model_args.task == "t2s":
+        overrides = json.loads(model_args.config_overrides or "{}")
+        t2s = T2STraining(dataset, info, model_args.model_name_or_path, model_args.model_preset, overrides, data_args.max_frames)
+    config = t2s.config if t2s else build_config(model_args, info)
     if data_args.eval_dataset_name:
         eval_dataset, eval_info, _ = load_token_dataset(data_args.eval_dataset_name)
-        eval_info.check(config)
+        t2s.check(eval_info) if t2s else eval_info.check(config)
     else:
         size = data_args.eval_split_size
         split = dataset.train_test_split(test_size=int(size) if size >= 1 else size, seed=args.seed)
         dataset, eval_dataset = split["train"], split["test"]
+    if t2s:
+        dataset, eval_dataset = t2s.rows(dataset, "training"), t2s.rows(eval_dataset, "evaluation")
     dataset, lengths = length_filtered(dataset, data_args.min_frames, "training")
     eval_dataset, eval_lengths = length_filtered(eval_dataset, data_args.min_frames, "evaluation")
     codec = load_acoustic_codec(info.resolve(info.codec_name_or_path, location)).to(accelerator.device).eval()
     semantic_tokenizer = load_semantic_tokenizer(info.resolve(info.semantic_tokenizer_name_or_path, location))
 
-    if model_args.model_name_or_path:
+    if t2s:
+        model = t2s.model()
+    elif model_args.model_name_or_path:
         model = SoundStormForConditionalGeneration.from_pretrained(model_args.model_name_or_path, config=config)
     else:
         model = SoundStormForConditionalGeneration(config)
@@ -599,16 +624,19 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
         num_warmup_steps=args.warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_steps * accelerator.num_processes,
     )
-    collator = SoundStormDataCollator(
+    collator = t2s.collator() if t2s else SoundStormDataCollator(
         config, max_frames=data_args.max_frames, min_frames=data_args.min_crop_frames, seed=args.seed
     )
-    train_loader = make_loader(dataset, lengths, args.per_device_batch_size, data_args.max_frames, True, args.seed, data_args.dataloader_num_workers)
-    eval_loader = make_loader(eval_dataset, eval_lengths, args.per_device_batch_size, data_args.max_frames, False, args.seed, data_args.dataloader_num_workers)
+    columns = T2S_COLUMNS if t2s else TOKEN_COLUMNS
+    train_loader = make_loader(dataset, lengths, args.per_device_batch_size, data_args.max_frames, True, args.seed, data_args.dataloader_num_workers, columns)
+    eval_loader = make_loader(eval_dataset, eval_lengths, args.per_device_batch_size, data_args.max_frames, False, args.seed, data_args.dataloader_num_workers, columns)
     train_sampler = train_loader.batch_sampler  # kept: accelerate's wrappers do not pass `set_epoch` on to it
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # Sharded across processes; rows stay on the CPU until `masked_batch` has made them a batch.
     train_loader, eval_loader = (accelerator.prepare_data_loader(loader, device_placement=False) for loader in (train_loader, eval_loader))
-    samples = SampleWriter(eval_dataset.select(range(min(args.num_audio_samples, len(eval_dataset)))), config, codec, args, data_args.max_frames)
+    sample_rows = eval_dataset.select(range(min(args.num_audio_samples, len(eval_dataset))))
+    samples = t2s.sample_writer(sample_rows, args.output_dir) if t2s else SampleWriter(sample_rows, config, codec, args, data_args.max_frames)
+    evaluation = t2s.evaluate if t2s else evaluate
 
     step = 0
     checkpoint_name = args.export_from_checkpoint or args.resume_from_checkpoint
@@ -698,7 +726,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
                         running_steps, frames, clock = 0, 0, time.perf_counter()
                     if step % args.eval_steps == 0 or step == last_step:
                         check_finite_weights(accelerator, model, step, args)
-                        metrics = evaluate(model, eval_loader, accelerator, collator, args.seed)
+                        metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
                         accelerator.log(metrics, step=step)
                         logger.info("step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
                         samples(accelerator, model, step)
@@ -717,9 +745,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
                 epoch += 1
 
         if not metrics:  # resumed at max_steps or exporting: nothing was trained, but the card still needs figures
-            metrics = evaluate(model, eval_loader, accelerator, collator, args.seed)
+            metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
         accelerator.wait_for_everyone()
-        save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics)
+        save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics, t2s)
         if accelerator.is_main_process:
             rotate_checkpoints(args)
     finally:

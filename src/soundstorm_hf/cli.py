@@ -145,19 +145,34 @@ def run_convert(args) -> None:
     report(args.output, output["num_samples"] / output["sampling_rate"], output["sampling_rate"], started)
 
 
-def run_tts(args) -> None:
-    from .text import TextToSpeech
+def text_speaker(args, settings: dict):
+    """The `TextToSpeech` of tts and dialogue: through the T2S model of `--t2s`, or else of the model folder's
+    `t2s/`, or the offline front end (always with `--t2s none`). A missing or mismatched T2S is a `UserError`."""
+    from .text import TextToSemantic, TextToSpeech
+    from .text.frontend import t2s_beside
 
+    if args.t2s not in (None, "none") and not Path(args.t2s).is_dir():
+        raise UserError(f"--t2s: T2S model folder not found: {args.t2s}")
+    pipe = prepared_pipeline(args, settings)
+    path = None if args.t2s == "none" else args.t2s or t2s_beside(resolve_model(args.model))
+    try:
+        t2s = TextToSemantic.from_pretrained(path).to(args.device) if path is not None else None
+        return TextToSpeech(pipe, engine=args.engine, max_characters=args.max_characters, t2s=t2s)
+    except (OSError, ValueError) as error:
+        raise UserError(f"--t2s: cannot use {path}: {str(error).splitlines()[0]}") from None
+
+
+def run_tts(args) -> None:
     usable_audio(args.voice_prompt, "--voice-prompt")
     writable_output(args.output)
     settings = generation_settings(args, [args.voice_prompt] if args.voice_prompt else [])
-    speaker = TextToSpeech(prepared_pipeline(args, settings), engine=args.engine, max_characters=args.max_characters)
+    speaker = text_speaker(args, settings)
     started = time.perf_counter()
     write(speaker.tts(args.text, args.voice_prompt, **settings), args.output, started)
 
 
 def run_dialogue(args) -> None:
-    from .text import TextToSpeech, parse_dialogue
+    from .text import parse_dialogue
 
     existing_file(args.transcript, "TRANSCRIPT")
     prompts = {}
@@ -171,7 +186,7 @@ def run_dialogue(args) -> None:
     parse_dialogue(transcript, speakers=list(prompts))  # a bad transcript is refused before the model loads
     writable_output(args.output)
     settings = generation_settings(args, list(prompts.values()))
-    speaker = TextToSpeech(prepared_pipeline(args, settings), engine=args.engine, max_characters=args.max_characters)
+    speaker = text_speaker(args, settings)
     started = time.perf_counter()
     output = speaker.dialogue(transcript, prompts, pause_seconds=args.pause, **settings)
     for turn in output["timeline"]:
@@ -249,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     text = argparse.ArgumentParser(add_help=False)
     text.add_argument("--engine", choices=["espeak-ng", "flite"], default=None, help="Synthesizer of the content. Default: the first installed.")
     text.add_argument("--max-characters", type=int, default=5000, help="Longest text accepted.")
+    text.add_argument(
+        "--t2s", default=None,
+        help="Text-to-semantic model folder, or 'none' for the offline front end. Default: the model folder's t2s/ "
+             "when it has one, else the front end (--engine).",
+    )
 
     def command(name, help, parents=()):
         return commands.add_parser(name, help=help, description=help, parents=list(parents), formatter_class=formatter)

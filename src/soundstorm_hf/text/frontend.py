@@ -117,9 +117,7 @@ class TextToSpeech:
         from ..pipeline import SoundStormPipeline
 
         pipe = SoundStormPipeline.from_pretrained(name_or_path, device=device)
-        beside = Path(name_or_path) / T2S_SUBFOLDER
-        if t2s is None and (beside / "config.json").is_file():
-            t2s = beside
+        t2s = t2s or t2s_beside(name_or_path)
         model = TextToSemantic.from_pretrained(t2s).to(device) if t2s is not None else None
         return cls(pipe, t2s=model, **kwargs)
 
@@ -175,6 +173,12 @@ class TextToSpeech:
             timeline.append({"speaker": turn.speaker, "text": turn.text, "start": start, "end": end})
             start = end
         return {"audio": np.concatenate(pieces), "sampling_rate": rate, "timeline": timeline}
+
+
+def t2s_beside(name_or_path: str | Path) -> Path | None:
+    """The `t2s/` subfolder of a local SoundStorm model folder, when it holds a T2S model."""
+    folder = Path(name_or_path) / T2S_SUBFOLDER
+    return folder if (folder / "config.json").is_file() else None
 
 
 def check_t2s(t2s: TextToSemantic, pipe) -> None:
