@@ -1,5 +1,6 @@
 """`soundstorm-hf`: each command run in-process with a tiny model folder; user errors are one line, no traceback."""
 
+import json
 import shutil
 from unittest import mock
 
@@ -135,3 +136,24 @@ def test_demo_launches_the_app_locally(tiny_pipeline_folder):
     pipe, limits = launch.call_args.args
     assert pipe.sampling_rate == 16000 and limits.max_seconds == 12
     assert launch.call_args.kwargs == {"server_name": "127.0.0.1", "server_port": 7861}
+
+
+
+def test_adapter_flag_merges_a_lora_adapter_and_refuses_another_base(tiny_pipeline_folder, clips, tmp_path, capsys):
+    peft = pytest.importorskip("peft")
+    from soundstorm_hf import SoundStormForConditionalGeneration
+    from soundstorm_hf.pipeline import ADAPTER_INFO_NAME, weights_fingerprint
+
+    base = SoundStormForConditionalGeneration.from_pretrained(tiny_pipeline_folder)
+    info = {"base_model": "the tiny base", "base_fingerprint": weights_fingerprint(base)}  # before LoRA layers exist
+    adapter = tmp_path / "adapter"
+    lora = peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)  # non-zero: it acts
+    peft.get_peft_model(base, lora).save_pretrained(adapter)
+    (adapter / ADAPTER_INFO_NAME).write_text(json.dumps(info))
+    output = tmp_path / "out.wav"
+    argv = ["convert", str(clips["content"]), str(output), "--model", str(tiny_pipeline_folder), "--seed", "0", "--iterations", "2"]
+    cli.main(argv + ["--adapter", str(adapter)])
+    assert soundfile.info(output).duration > 0.5
+    (adapter / ADAPTER_INFO_NAME).write_text(json.dumps({**info, "base_fingerprint": "0" * 16}))  # another base's
+    fails(capsys, argv + ["--adapter", str(adapter)], "was trained on the base model the tiny base, not on")
+    fails(capsys, argv + ["--adapter", str(tmp_path / "nowhere")], "adapter")

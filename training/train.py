@@ -18,6 +18,7 @@ latest` writes the model folder from a checkpoint without training.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import logging
@@ -56,6 +57,7 @@ from soundstorm_hf.data import (
     check_token_columns,
     frame_counts,
 )
+from soundstorm_hf.pipeline import ADAPTER_INFO_NAME, weights_fingerprint
 from soundstorm_hf.text.t2s_training import CHECKED_CONFIG_FIELDS as T2S_CHECKED_FIELDS
 from soundstorm_hf.text.t2s_training import COLUMNS as T2S_COLUMNS
 from soundstorm_hf.text.t2s_training import T2STraining
@@ -70,6 +72,8 @@ CHECKED_CONFIG_FIELDS = [
     if name not in ("self", "kwargs", "codec_name_or_path", "semantic_tokenizer_name_or_path")
 ]
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+# The attention and feed-forward projections of every Conformer block.
+LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense")
 
 
 @dataclass
@@ -85,6 +89,17 @@ class ModelArguments:
         default=None, metadata={"help": 'JSON of config fields over the preset, e.g. \'{"num_hidden_layers": 8}\'.'}
     )
     gradient_checkpointing: bool = field(default=False)
+    lora_rank: int = field(
+        default=0,
+        metadata={"help": "Train LoRA adapters (peft) of this rank on --lora_target_modules of --model_name_or_path "
+                          "instead of every weight, and save the adapter alone. 0: train every weight."},
+    )
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling numerator (default: twice the rank)."})
+    lora_dropout: float = field(default=0.0)
+    lora_target_modules: str = field(
+        default=",".join(LORA_TARGET_MODULES),
+        metadata={"help": "Comma-separated module names (or suffixes) that get LoRA adapters."},
+    )
 
 
 @dataclass
@@ -134,6 +149,12 @@ class TrainingArguments:
     )
     num_audio_samples: int = field(default=2, metadata={"help": "Held-out rows regenerated and logged as audio."})
     prompt_seconds: float = field(default=3.0, metadata={"help": "Voice prompt of each generated sample."})
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop once the held-out loss has not improved for this many evaluations (it is also measured "
+                          "before the first step) and keep the weights of the best one. Default: train to --max_steps."},
+    )
+    early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest decrease that counts as better."})
     report_to: str = field(default="tensorboard", metadata={"help": "Accelerate tracker(s), comma-separated, or none."})
     push_to_hub: bool = False
     hub_model_id: str | None = None
@@ -170,6 +191,16 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
         problems.append(f"--task {model_args.task} (must be soundstorm or t2s)")
     if not args.learning_rate > 0:
         problems.append(f"--learning_rate {args.learning_rate} (must be positive)")
+    if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
+        problems.append(f"--early_stopping_patience {args.early_stopping_patience} (must be at least 1)")
+    if model_args.lora_rank < 0:
+        problems.append(f"--lora_rank {model_args.lora_rank} (must be 0 or more)")
+    if model_args.lora_rank and not model_args.model_name_or_path:
+        problems.append("--lora_rank without --model_name_or_path (LoRA adapts a trained model)")
+    if model_args.lora_rank and model_args.task != "soundstorm":
+        problems.append(f"--lora_rank with --task {model_args.task} (LoRA is for SoundStorm fine-tuning)")
+    if model_args.lora_rank and importlib.util.find_spec("peft") is None:
+        problems.append("--lora_rank needs peft: pip install 'soundstorm-hf[lora]'")
     if args.max_nonfinite_steps < 0:
         problems.append(f"--max_nonfinite_steps {args.max_nonfinite_steps} (must be 0 or more)")
     try:
@@ -285,6 +316,49 @@ def differences(recorded: dict, current: dict) -> dict[str, tuple]:
 
 def describe(changed: dict[str, tuple]) -> str:
     return ", ".join(f"{key}: checkpoint {old!r} vs now {new!r}" for key, (old, new) in changed.items())
+
+
+def with_lora(model: SoundStormForConditionalGeneration, model_args: ModelArguments):
+    """`model` wrapped by peft with LoRA adapters, only those trainable, and what the saved adapter records of its base
+    (name and weights fingerprint, which `SoundStormPipeline.from_pretrained(base, adapter=...)` checks)."""
+    from peft import LoraConfig, get_peft_model
+
+    base = {"base_model": model_args.model_name_or_path, "base_fingerprint": weights_fingerprint(model)}
+    config = LoraConfig(
+        r=model_args.lora_rank,
+        lora_alpha=model_args.lora_alpha or 2 * model_args.lora_rank,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=[name.strip() for name in model_args.lora_target_modules.split(",") if name.strip()],
+        base_model_name_or_path=model_args.model_name_or_path,
+    )
+    model = get_peft_model(model, config)
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA rank %d on %s: %d of %d parameters trained", config.r, sorted(config.target_modules), trainable, total)
+    return model, base
+
+
+class EarlyStopping:
+    """Ends a run whose held-out loss has not improved for `patience` evaluations; remembers the best trainable
+    weights (LoRA adapters alone are small) so that the run can end with them."""
+
+    def __init__(self, patience: int, threshold: float):
+        self.patience, self.threshold = patience, threshold
+        self.best_loss, self.best_step, self.best_metrics, self.best_weights, self.worse = math.inf, 0, {}, {}, 0
+
+    def should_stop(self, model, metrics: dict[str, float], step: int) -> bool:
+        loss = metrics["eval/loss"]  # NaN never counts as better
+        if loss < self.best_loss - self.threshold:
+            self.best_loss, self.best_step, self.best_metrics, self.worse = loss, step, metrics, 0
+            self.best_weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+            return False
+        self.worse += 1
+        return self.worse >= self.patience
+
+    @torch.no_grad()
+    def restore_best(self, model) -> None:
+        for name, parameter in model.named_parameters():
+            if name in self.best_weights:
+                parameter.copy_(self.best_weights[name])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -470,7 +544,13 @@ class SampleWriter:
         if not accelerator.is_main_process:
             return
         if self.model is None:
-            self.model = SoundStormForConditionalGeneration(accelerator.unwrap_model(model).config).to(accelerator.device).eval()
+            unwrapped = accelerator.unwrap_model(model)
+            self.model = SoundStormForConditionalGeneration(unwrapped.config)
+            if hasattr(unwrapped, "peft_config"):  # wrapped alike, so that the gathered state dict's names fit
+                from peft import get_peft_model
+
+                self.model = get_peft_model(self.model, unwrapped.active_peft_config)
+            self.model = self.model.to(accelerator.device).eval()
             self._log(accelerator, "reference", [acoustic for _, acoustic in self.examples], 0)
         self.model.load_state_dict(state_dict)
         generated = []
@@ -532,6 +612,44 @@ def render_model_card(output_dir: Path, args: TrainingArguments, data_args: Data
     )
 
 
+def render_adapter_card(args: TrainingArguments, info: TokenDatasetInfo, base: dict, lora, step: int,
+                        metrics: dict[str, float]) -> ModelCard:
+    """The card of a LoRA adapter: which base it needs (the adapter is useless without it) and how to load it."""
+    name = base["base_model"]
+    card_data = ModelCardData(
+        library_name="peft", license="apache-2.0", tags=["soundstorm", "lora", "voice", "audio"],
+        base_model=name if name.count("/") == 1 and not Path(name).exists() else None,  # metadata takes Hub ids only
+    )
+    figures = "\n".join(f"| {key.removeprefix('eval/')} | {value:.4g} |" for key, value in metrics.items())
+    model_id = args.hub_model_id or Path(args.output_dir).name
+    text = f"""---
+{card_data.to_yaml()}
+---
+
+# {model_id}
+
+A LoRA adapter for the SoundStorm model **`{name}`** (weights fingerprint `{base["base_fingerprint"]}`), trained with
+`soundstorm-hf` on {info.num_rows} pieces ({(info.hours or 0) * 60:.1f} minutes) of one speaker's recordings: rank
+{lora.r}, alpha {lora.lora_alpha}, on `{", ".join(sorted(lora.target_modules))}`; {step} steps. It only works on top of
+that base model, which also holds the codec and the semantic tokenizer.
+
+```python
+from soundstorm_hf.pipeline import SoundStormPipeline
+
+pipe = SoundStormPipeline.from_pretrained("{name}", adapter="{model_id}")
+```
+
+or `soundstorm-hf tts "Hello there." out.wav --model {name} --adapter {model_id}`.
+
+## Held-out evaluation
+
+| metric | value |
+|---|---|
+{figures}
+"""
+    return ModelCard(text)
+
+
 def _parameter_shapes(config: SoundStormConfig):
     with torch.device("meta"):
         return [p.shape for p in SoundStormForConditionalGeneration(config).parameters()]
@@ -550,8 +668,9 @@ def push_to_hub(output_dir: Path, repo_id: str, private: bool = False) -> str:
     return str(commit)
 
 
-def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics, t2s=None) -> None:
-    """The model folder; for `--task t2s` the T2S folder (`T2STraining.save`), without SoundStorm's tokenizers and card."""
+def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics, t2s=None, adapter_base=None) -> None:
+    """The model folder; for `--task t2s` the T2S folder (`T2STraining.save`), without SoundStorm's tokenizers and card;
+    for a LoRA run (`adapter_base` set) the adapter alone, naming its base."""
     check_finite_weights(accelerator, model, step, args)
     state_dict = accelerator.get_state_dict(model)  # gathered on every process (FSDP), used on the main one
     if not accelerator.is_main_process:
@@ -560,6 +679,10 @@ def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, i
     unwrapped = accelerator.unwrap_model(model)
     if t2s:
         t2s.save(output_dir, unwrapped, state_dict)
+    elif adapter_base:  # the tokenizers stay with the base model
+        unwrapped.save_pretrained(output_dir, state_dict=state_dict)
+        (output_dir / ADAPTER_INFO_NAME).write_text(json.dumps({**adapter_base, "step": step}, indent=2) + "\n")
+        render_adapter_card(args, info, adapter_base, unwrapped.active_peft_config, step, metrics).save(output_dir / "README.md")
     else:
         unwrapped.save_pretrained(output_dir, state_dict=state_dict)
         codec.save_pretrained(output_dir / CODEC_FOLDER)
@@ -615,8 +738,11 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
         model = SoundStormForConditionalGeneration(config)
     if model_args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    adapter_base = None
+    if model_args.lora_rank:
+        model, adapter_base = with_lora(model, model_args)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.weight_decay
+        [parameter for parameter in model.parameters() if parameter.requires_grad], lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.weight_decay
     )
     # The prepared scheduler steps once per process at each optimizer step, hence the scaling.
     scheduler = get_scheduler(
@@ -657,6 +783,13 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
     epoch, batches_to_skip = divmod(step, steps_per_epoch)
     batches_to_skip *= args.gradient_accumulation_steps
     logger.info("%d training rows, %d held out; %d optimizer steps per epoch on %d process(es)", len(dataset), len(eval_dataset), steps_per_epoch, accelerator.num_processes)
+
+    stopper = None
+    if args.early_stopping_patience and step < last_step:
+        stopper = EarlyStopping(args.early_stopping_patience, args.early_stopping_threshold)
+        initial_loss = evaluation(model, eval_loader, accelerator, collator, args.seed)["eval/loss"]
+        stopper.should_stop(model, {"eval/loss": initial_loss}, step)
+        logger.info("step %d: held-out loss before training %.4f", step, initial_loss)
 
     model.train()
     metrics, running_loss, running_steps = {}, torch.zeros((), device=accelerator.device), 0
@@ -730,6 +863,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
                         accelerator.log(metrics, step=step)
                         logger.info("step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
                         samples(accelerator, model, step)
+                        if stopper is not None and stopper.should_stop(model, metrics, step) and step < last_step:
+                            logger.info("step %d: no better held-out loss in %d evaluations, stopping", step, stopper.patience)
+                            last_step = progress.total = step
                     stopping = stop_requests > 0 and step < last_step
                     if step % args.save_steps == 0 or step == last_step or stopping:
                         saved = save_checkpoint(accelerator, args, step, config, model)
@@ -744,10 +880,16 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
                         break
                 epoch += 1
 
+        if stopper is not None:
+            if stopper.best_step != step:
+                stopper.restore_best(model)
+                metrics = stopper.best_metrics or evaluation(model, eval_loader, accelerator, collator, args.seed)
+                logger.info("Kept the weights of step %d (held-out loss %.4f)", stopper.best_step, stopper.best_loss)
+            metrics = {**metrics, "eval/initial_loss": initial_loss, "eval/best_step": stopper.best_step}
         if not metrics:  # resumed at max_steps or exporting: nothing was trained, but the card still needs figures
             metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
         accelerator.wait_for_everyone()
-        save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics, t2s)
+        save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics, t2s, adapter_base)
         if accelerator.is_main_process:
             rotate_checkpoints(args)
     finally:

@@ -1,4 +1,5 @@
-"""`soundstorm-hf`: convert voices, speak text and dialogues, run the demo, prepare data, train, and push models.
+"""`soundstorm-hf`: convert voices, speak text and dialogues, run the demo, prepare data, train, fine-tune on a voice,
+and push models.
 
 Mistakes a user can make (a missing file, an unwritable output, a flag that needs another) are reported as one line
 on stderr, named by the flag, before the model is loaded or anything is generated.
@@ -46,8 +47,9 @@ def resolve_model(name: str | None) -> str:
     return str(Path(name).expanduser()) if looks_like_folder else name
 
 
-def load_pipeline(name: str | None = None, device: str | None = None):
-    """The pipeline named by `name` / `$SOUNDSTORM_MODEL` / the default, or a `UserError` saying why not."""
+def load_pipeline(name: str | None = None, device: str | None = None, adapter: str | None = None):
+    """The pipeline named by `name` / `$SOUNDSTORM_MODEL` / the default (with a LoRA `adapter` merged in), or a
+    `UserError` saying why not."""
     from transformers.utils import logging
 
     from .pipeline import SoundStormPipeline  # heavy imports only once the arguments are valid
@@ -56,7 +58,7 @@ def load_pipeline(name: str | None = None, device: str | None = None):
 
     path = resolve_model(name)
     try:
-        return SoundStormPipeline.from_pretrained(path, device=device)
+        return SoundStormPipeline.from_pretrained(path, device=device, adapter=adapter)
     except (OSError, ValueError) as error:
         raise UserError(f"--model: cannot load {path}: {str(error).splitlines()[0]}") from None
 
@@ -115,7 +117,7 @@ def prepared_pipeline(args, settings: dict):
 
         if not torch.cuda.is_available():
             raise UserError("--compile: no CUDA device is available")
-    pipe = load_pipeline(args.model, args.device)
+    pipe = load_pipeline(args.model, args.device, args.adapter)
     if args.compile:
         pipe.model.model.compile(mode="reduce-overhead", dynamic=False)
     if args.iterations is not None:
@@ -214,6 +216,8 @@ def run_training_script(args, script: str, extra: list[str]) -> None:
     spec.loader.exec_module(module)
     if script == "train.py":
         module.main(*module.parse_arguments(extra))
+    elif script == "finetune_voice.py":
+        module.cli(extra, prog=f"soundstorm-hf {args.command}")
     else:
         from transformers import HfArgumentParser
 
@@ -250,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--device", default=None, help="Torch device, e.g. cuda. Default: cpu.")
     generation = argparse.ArgumentParser(add_help=False, parents=[model])
+    generation.add_argument(
+        "--adapter", default=None, help="LoRA adapter (folder or Hub id) from `finetune`, trained on --model. Default: none."
+    )
     generation.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling. Default: unseeded.")
     generation.add_argument(
         "--iterations", type=int, default=None, help="Level-1 iterations (finer levels take 1). Default: the model's."
@@ -304,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, script, help in (
         ("prepare", "prepare_dataset.py", "Tokenize an audio dataset (training/prepare_dataset.py; --help lists its flags)."),
         ("train", "train.py", "Train with Accelerate (training/train.py; --help lists its flags)."),
+        ("finetune", "finetune_voice.py", "Fine-tune on one speaker's recordings (training/finetune_voice.py; --help lists its flags)."),
     ):
         sub = commands.add_parser(name, help=help, description=help, add_help=False)
         sub.set_defaults(run=lambda args, extra, script=script: run_training_script(args, script, extra))
@@ -321,10 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command not in ("prepare", "train") and extra:
+    if args.command not in ("prepare", "train", "finetune") and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        if args.command in ("prepare", "train"):
+        if args.command in ("prepare", "train", "finetune"):
             args.run(args, extra)  # a failure deep in training keeps its traceback
         else:
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -30,6 +32,45 @@ OUTPUT_CEILING = 10 ** (-1 / 20)  # -1 dBFS
 LIMITER_KNEE = 10 ** (-3 / 20)  # -3 dBFS
 # An output whose peak stays below this is reported as silence (-60 dBFS): typically an undertrained model.
 SILENT_OUTPUT_PEAK = 1e-3
+# Written beside a LoRA adapter's peft files: the base model it was trained on (name and weights fingerprint).
+ADAPTER_INFO_NAME = "soundstorm_adapter.json"
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's parameter names, shapes and a strided sample of their values (rounded to bf16, so
+    that fp32 and bf16 loads agree): tells an adapter's base from any other model, even one of the same shapes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().flatten()
+        sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.bfloat16).float()
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_adapter(model: SoundStormForConditionalGeneration, adapter: str | Path, base_name: str | Path):
+    """`model` with the LoRA adapter `adapter` (folder or Hub id) merged into its weights (no cost at inference).
+
+    An adapter trained on another base is refused, naming both, since it would load without error and produce noise.
+    """
+    try:
+        from peft import PeftModel
+    except ImportError as error:
+        raise ImportError("Loading an adapter needs peft: pip install 'soundstorm-hf[lora]'.") from error
+    folder = local_path_or_hub_id(adapter, "adapter") or local_folder(adapter)
+    info_path = folder / ADAPTER_INFO_NAME
+    if not info_path.is_file():
+        raise FileNotFoundError(
+            f"adapter: {ADAPTER_INFO_NAME} missing in {folder}: not an adapter saved by `soundstorm-hf finetune` "
+            "(or train.py --lora_rank)."
+        )
+    info = json.loads(info_path.read_text())
+    if info["base_fingerprint"] != weights_fingerprint(model):
+        raise ValueError(
+            f"The adapter {adapter} was trained on the base model {info['base_model']}, not on {base_name} (their "
+            f"weights differ): load it on {info['base_model']}."
+        )
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 
 def soft_limit(audio: np.ndarray) -> np.ndarray:
@@ -114,9 +155,13 @@ class SoundStormPipeline:
         min_prompt_seconds: float = 1.0,
         max_input_seconds: float | None = None,
         chunk_seconds: float = 30.0,
+        adapter: str | Path | None = None,
         **model_kwargs,
     ):
         """Rebuilds model, codec and semantic tokenizer from a model folder or Hub repo.
+
+        `adapter` (a folder or Hub id written by `soundstorm-hf finetune`) is a LoRA adapter merged into the model;
+        it must have been trained on this very model (`load_adapter`).
 
         The model config's `codec_name_or_path` / `semantic_tokenizer_name_or_path` name either a subfolder of the
         model (saved with it) or a Hub id / path of their own. `model_kwargs` go to the model's `from_pretrained`
@@ -134,6 +179,8 @@ class SoundStormPipeline:
                 "`semantic_tokenizer_name_or_path` in config.json); build the pipeline with "
                 "`SoundStormPipeline(model, codec, semantic_tokenizer)`."
             )
+        if adapter is not None:
+            model = load_adapter(model, adapter, name_or_path)
         folder = local or local_folder(name_or_path)
 
         def resolve(source: str, key: str) -> str:
