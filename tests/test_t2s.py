@@ -6,10 +6,8 @@ The corpus is tokenized with the tiny pipeline's own tokenizers, so the trained 
 """
 
 import csv
-import importlib.util
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import datasets
@@ -25,11 +23,12 @@ from soundstorm_hf.text.t2s import build_config, build_tokenizer, default_genera
 
 try:
     from .test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
+    from .test_training import prepare_dataset, train
 except ImportError:
     from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401
+    from test_training import prepare_dataset, train
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
-REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [
     "the quick brown fox jumps",
     "seven green apples fell",
@@ -37,14 +36,6 @@ SENTENCES = [
     "a bright yellow boat",
     "time and tide wait",
 ]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"training_{name}", REPO / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def random_t2s(semantic_vocab_size: int = 16, frame_rate: float = 25.0) -> TextToSemantic:
@@ -67,7 +58,6 @@ def tokens(tiny_pipeline_folder, tmp_path_factory) -> Path:
     with open(corpus / "metadata.csv", "w", newline="") as file:
         csv.writer(file).writerows([("file_name", "text"), *rows])
     output_dir = tmp_path_factory.mktemp("t2s_tokens")
-    prepare_dataset = load_script("prepare_dataset")
     prepare_dataset.main(prepare_dataset.PrepareArguments(
         dataset_name=str(corpus), output_dir=str(output_dir), codec=str(tiny_pipeline_folder / "codec"),
         semantic_tokenizer=str(tiny_pipeline_folder / "semantic_tokenizer"), shard_size=10, batch_size=8,
@@ -78,7 +68,6 @@ def tokens(tiny_pipeline_folder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(tokens, tmp_path_factory):
     """`(folder, logged training losses)` of a tiny T2S trained by train.py for 100 steps, one sentence held out."""
-    train = load_script("train")
     output_dir = tmp_path_factory.mktemp("t2s_run")
     losses = []
     handler = logging.Handler()
@@ -132,24 +121,20 @@ def test_t2s_learns_a_tiny_corpus(trained, tokens):
     assert (folder / "samples" / "step-100" / "t2s.json").is_file()
 
 
-def test_tts_and_dialogue_with_a_t2s_model(trained, tiny_pipeline_folder, tmp_path):
+def test_dialogue_with_a_t2s_model(trained, tiny_pipeline_folder, tmp_path):
     pipe = tiny_pipeline()
     t2s = TextToSemantic.from_pretrained(trained[0])
     rate, frame_rate = pipe.sampling_rate, pipe.semantic_tokenizer.frame_rate
     prompt = synthesize_speech("please call me back tomorrow morning", "en+f3")
     speaker = TextToSpeech(pipe, t2s=t2s, t2s_kwargs={"do_sample": False})
-    ids = t2s.generate(SENTENCES[0], do_sample=False)[0]
-    audio = speaker.tts(SENTENCES[0], prompt, seed=0)["audio"]
-    assert len(audio) == pytest.approx(len(ids) / frame_rate * rate, abs=1)
-
+    fast = {"seed": 0, "steps_per_level": [2, 1, 1]}  # (the CLI test below speaks one text)
     output = speaker.dialogue(
-        f"[A] {SENTENCES[0]} [B] {SENTENCES[1]} [A] {SENTENCES[2]}", {"A": prompt, "B": prompt}, pause_seconds=0.25, seed=0
+        f"[A] {SENTENCES[0]} [B] {SENTENCES[1]} [A] {SENTENCES[2]}", {"A": prompt, "B": prompt}, pause_seconds=0.25, **fast
     )
     timeline = output["timeline"]
     assert [turn["speaker"] for turn in timeline] == ["A", "B", "A"]
-    for turn, text in zip(timeline, SENTENCES):
-        frames = len(t2s.generate(text, do_sample=False)[0])
-        assert turn["end"] - turn["start"] == pytest.approx(frames / frame_rate, abs=1 / rate)
+    for turn, ids in zip(timeline, t2s.generate(SENTENCES[:3], do_sample=False)):
+        assert turn["end"] - turn["start"] == pytest.approx(len(ids) / frame_rate, abs=1 / rate)
     for before, after in zip(timeline, timeline[1:]):
         assert after["start"] - before["end"] == pytest.approx(0.25, abs=1 / rate)
     assert timeline[-1]["end"] == pytest.approx(len(output["audio"]) / rate)
