@@ -5,6 +5,11 @@ temporary package; both models get the same weights, their outputs are checked t
 seed, then calls alternate (before, after, before, after, ...) and medians are reported.
 
     python benchmarks/bench_decoder_optimizations.py --threads 1
+    python benchmarks/bench_decoder_optimizations.py --baseline-rev d373473 --threads 2 \
+        --out benchmarks/results/model_file_rewrite.json   # the transformers-shaped model file against the one before
+
+Both decode greedily with ranking by confidence alone (`do_sample=False, choice_temperature=0`), so that outputs
+can be compared exactly and the timing is the model's, not the sampler's (`bench_sampling.py` measures that).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from models import build_soundstorm, soundstorm_config  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 FILES = ("configuration_soundstorm.py", "generation_soundstorm.py", "modeling_soundstorm.py")
 DEFAULT_BASELINE = "8e2c8d9"  # the package before the speed edits of the benchmark issue
+DETERMINISTIC = dict(do_sample=False, choice_temperature=0.0)
 
 
 def load_baseline(rev: str, workdir: Path):
@@ -38,6 +44,49 @@ def load_baseline(rev: str, workdir: Path):
         (package / name).write_text(source)
     sys.path.insert(0, str(workdir))
     return importlib.import_module("soundstorm_hf_baseline.modeling_soundstorm")
+
+
+# Module names before the model file took transformers' Conformer vocabulary (revisions up to d373473).
+RENAMED = {
+    "embeddings.acoustic.": "embeddings.acoustic_embeddings.",
+    "embeddings.semantic.": "embeddings.semantic_embeddings.",
+    "feed_forward_in.layer_norm.": "ffn1_layer_norm.",
+    "feed_forward_in.up.": "ffn1.intermediate_dense.",
+    "feed_forward_in.down.": "ffn1.output_dense.",
+    "feed_forward_out.layer_norm.": "ffn2_layer_norm.",
+    "feed_forward_out.up.": "ffn2.intermediate_dense.",
+    "feed_forward_out.down.": "ffn2.output_dense.",
+    "attention.layer_norm.": "self_attn_layer_norm.",
+    "attention.out.": "self_attn.out_proj.",
+    "convolution.layer_norm.": "conv_module.layer_norm.",
+    "convolution.pointwise_in.": "conv_module.pointwise_conv1.",
+    "convolution.depthwise.": "conv_module.depthwise_conv.",
+    "convolution.depthwise_norm.": "conv_module.depthwise_layer_norm.",
+    "convolution.pointwise_out.": "conv_module.pointwise_conv2.",
+}
+
+
+def to_baseline_names(state_dict: dict, baseline) -> dict:
+    """The current model's weights under a baseline's names: the same values, so both compute the same function."""
+    wanted = baseline.state_dict().keys()
+    if set(state_dict) <= set(wanted):
+        return state_dict
+    converted = {}
+    for name, tensor in state_dict.items():
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            if f"self_attn.{proj}." in name:
+                break
+        else:
+            for new_part, old_part in ((new, old) for old, new in RENAMED.items()):
+                name = name.replace(new_part, old_part)
+            converted[name] = tensor
+    for name in state_dict:  # the fused projection of the old attention: [q; k; v] stacked on the output dimension
+        if ".self_attn.q_proj." in name:
+            prefix, kind = name.split(".self_attn.q_proj.")
+            converted[f"{prefix}.attention.qkv.{kind}"] = torch.cat(
+                [state_dict[f"{prefix}.self_attn.{proj}.{kind}"] for proj in ("q_proj", "k_proj", "v_proj")]
+            )
+    return converted
 
 
 def main(argv=None):
@@ -56,7 +105,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         baseline_module = load_baseline(args.baseline_rev, Path(tmp))
         before = baseline_module.SoundStormForConditionalGeneration(config).eval()
-        before.load_state_dict(after.state_dict())
+        before.load_state_dict(to_baseline_names(after.state_dict(), before))
         results = {"benchmark": "decoder_optimizations", "machine": machine_info("cpu"),
                    "baseline_rev": args.baseline_rev,
                    "after_rev": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -66,12 +115,12 @@ def main(argv=None):
             frames = int(round(seconds * config.acoustic_frame_rate))
             semantic = torch.randint(0, config.semantic_vocab_size, (batch, config.num_semantic_frames(frames)),
                                      generator=torch.Generator().manual_seed(1))
-            outputs = {name: model.generate(semantic, seed=7) for name, model in (("before", before), ("after", after))}
+            outputs = {name: model.generate(semantic, **DETERMINISTIC) for name, model in (("before", before), ("after", after))}
             identical = torch.equal(outputs["before"], outputs["after"])
             times = {"before": [], "after": []}
             for _ in range(args.repeats):
                 for name, model in (("before", before), ("after", after)):
-                    times[name].append(timed(lambda: model.generate(semantic, seed=3), "cpu")[0])
+                    times[name].append(timed(lambda: model.generate(semantic, **DETERMINISTIC), "cpu")[0])
             cell = {"seconds": seconds, "batch": batch, "identical_output": identical,
                     "before_s": median(times["before"]), "after_s": median(times["after"]), "times_s": times}
             cell["speedup"] = cell["before_s"] / cell["after_s"]
