@@ -27,6 +27,8 @@ from .tokenizers.base import local_folder, local_path_or_hub_id
 
 CODEC_SUBFOLDER = "codec"
 SEMANTIC_SUBFOLDER = "semantic_tokenizer"
+DEFAULT_MODEL_NAME = "default"  # `from_pretrained("default")`: the model bundled in the package, no network
+BUNDLED_DEFAULT_MODEL = Path(__file__).parent / "default"
 # Output level: peaks are bent down from the knee so that none exceeds the ceiling (16-bit files never clip).
 OUTPUT_CEILING = 10 ** (-1 / 20)  # -1 dBFS
 LIMITER_KNEE = 10 ** (-3 / 20)  # -3 dBFS
@@ -168,6 +170,11 @@ class SoundStormPipeline:
         (e.g. `dtype`, `revision`). A path that does not exist, a folder without config.json or without the
         tokenizer subfolders its config names, and (offline) a Hub id that is not cached fail at once, naming it.
         """
+        if str(name_or_path) == DEFAULT_MODEL_NAME and not Path(name_or_path).exists():
+            if not (BUNDLED_DEFAULT_MODEL / "config.json").is_file():
+                raise FileNotFoundError(f"model: the bundled default model is missing ({BUNDLED_DEFAULT_MODEL}).")
+            name_or_path = BUNDLED_DEFAULT_MODEL
+            model_kwargs.setdefault("dtype", torch.float32)  # stored in fp16 to keep the package small
         local = local_path_or_hub_id(name_or_path, "model")
         if local is not None and not (local / "config.json").is_file():
             raise FileNotFoundError(f"model: config.json missing in {local}: not a saved SoundStorm model folder.")
