@@ -174,6 +174,7 @@ class SoundStormPipeline:
             if not (BUNDLED_DEFAULT_MODEL / "config.json").is_file():
                 raise FileNotFoundError(f"model: the bundled default model is missing ({BUNDLED_DEFAULT_MODEL}).")
             name_or_path = BUNDLED_DEFAULT_MODEL
+        if Path(name_or_path).resolve() == BUNDLED_DEFAULT_MODEL.resolve():  # also the CLI's path to it
             model_kwargs.setdefault("dtype", torch.float32)  # stored in fp16 to keep the package small
         local = local_path_or_hub_id(name_or_path, "model")
         if local is not None and not (local / "config.json").is_file():
