@@ -1,0 +1,55 @@
+"""The bundled default model: loads by name with no network, converts a bundled example (skipped if not built)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+import soundstorm_hf
+
+PACKAGE = Path(soundstorm_hf.__file__).parent
+DEFAULT = PACKAGE / "default"
+EXAMPLES = PACKAGE / "examples"
+
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT / "config.json").is_file(), reason="the bundled default model is not built (scripts/build_default_model.sh)"
+)
+
+
+def real_examples() -> list[Path]:
+    return sorted(path for path in EXAMPLES.glob("*.wav") if not path.name.startswith(("content_", "voice_")))
+
+
+def test_default_model_is_small_and_complete():
+    size = sum(path.stat().st_size for path in DEFAULT.rglob("*") if path.is_file())
+    assert size < 40 * 2**20, f"bundled default model is {size / 2**20:.1f} MiB"
+    for name in ("model.safetensors", "generation_config.json", "README.md", "codec", "semantic_tokenizer"):
+        assert (DEFAULT / name).exists(), name
+
+
+def test_default_model_converts_a_bundled_example_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from soundstorm_hf.pipeline import SoundStormPipeline
+
+    examples = real_examples()
+    assert len(examples) >= 2, "bundled real-speech examples missing"
+    pipe = SoundStormPipeline.from_pretrained("default")
+    assert pipe.model.dtype.is_floating_point and pipe.model.config.num_levels == pipe.codec.num_levels
+    content, rate = soundfile.read(examples[0], dtype="float32")
+    content = content[: int(2.5 * rate)]  # keep the test fast
+    prompt, prompt_rate = soundfile.read(examples[1], dtype="float32")
+    output = pipe(content, rate, voice_prompt=prompt[: 3 * prompt_rate], prompt_sampling_rate=prompt_rate, seed=0,
+                  steps_per_level=[4] + [1] * (pipe.model.config.num_levels - 1))
+    audio = output["audio"]
+    expected = len(content) * output["sampling_rate"] / rate
+    assert abs(len(audio) - expected) <= pipe.codec.hop_length
+    assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 1e-3  # not silent
+
+
+def test_cli_resolves_default_to_the_bundled_folder():
+    from soundstorm_hf.cli import resolve_model
+
+    os.environ.pop("SOUNDSTORM_MODEL", None)
+    assert Path(resolve_model(None)) == DEFAULT
