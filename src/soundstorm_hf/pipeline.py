@@ -335,7 +335,7 @@ class SoundStormPipeline:
                 ids.append(self._encode_chunk(buffer[: left + chunk + overlap], left, left + chunk))
                 buffer, left = buffer[left + chunk - overlap :], overlap
         ids.append(self._encode_chunk(buffer, left, buffer.shape[0]))
-        unit = self.model.config.semantic_upsampling.denominator * tokenizer.hop_length
+        unit = self.model.config.alignment_unit[1] * tokenizer.hop_length
         if total < unit:
             raise content.error(
                 f"{total} samples ({total / tokenizer.sampling_rate:.4f} s) at {tokenizer.sampling_rate} Hz; at least "
@@ -413,7 +413,7 @@ class SoundStormPipeline:
         its last `chunk_seconds` are read into memory and encoded.
         """
         config = self.model.config
-        ratio = config.semantic_upsampling
+        frames_per_unit, tokens_per_unit = config.alignment_unit
         prompt = AudioSource(voice_prompt, sampling_rate, "voice prompt", self.max_input_seconds)
         semantic = self.semantic_tokenizer
         seconds = self._whole_frames(self.chunk_seconds, semantic) / semantic.sampling_rate
@@ -426,8 +426,8 @@ class SoundStormPipeline:
         semantic_wave = self._tail(prompt, self.semantic_tokenizer.sampling_rate, seconds)
         codes = self.codec.encode(codec_wave)[0]  # (levels, frames)
         semantic_ids = self.semantic_tokenizer.encode(semantic_wave)[0]  # (semantic frames,)
-        units = min(codes.shape[-1] // ratio.numerator, semantic_ids.shape[0] // ratio.denominator)
-        return codes[:, : units * ratio.numerator], semantic_ids[: units * ratio.denominator]
+        units = min(codes.shape[-1] // frames_per_unit, semantic_ids.shape[0] // tokens_per_unit)
+        return codes[:, : units * frames_per_unit], semantic_ids[: units * tokens_per_unit]
 
     @staticmethod
     def _tail(source: AudioSource, sampling_rate: int, seconds: float) -> torch.Tensor:
