@@ -11,10 +11,10 @@ except ImportError:
 import torch
 
 from soundstorm_hf.app import launch_demo
-from soundstorm_hf.cli import UserError, load_pipeline
+from soundstorm_hf.cli import UserError, load_pipeline, model_t2s
 
 try:
     pipe = load_pipeline(device="cuda" if torch.cuda.is_available() else None)
 except UserError as error:
     raise SystemExit(f"soundstorm-hf Space: {error}") from None
-launch_demo(pipe)
+launch_demo(pipe, t2s=model_t2s(None, pipe))

@@ -133,8 +133,9 @@ def test_prepare_and_train_delegate_to_the_scripts(capsys):
 def test_demo_launches_the_app_locally(tiny_pipeline_folder):
     with mock.patch("soundstorm_hf.app.launch_demo") as launch:
         cli.main(["demo", "--model", str(tiny_pipeline_folder), "--port", "7861", "--max-seconds", "12"])
-    pipe, limits = launch.call_args.args
+    pipe, limits, t2s = launch.call_args.args
     assert pipe.sampling_rate == 16000 and limits.max_seconds == 12
+    assert t2s is None  # the folder has no t2s/: the demo speaks text through the offline front end
     assert launch.call_args.kwargs == {"server_name": "127.0.0.1", "server_port": 7861}
 
 

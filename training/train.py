@@ -704,8 +704,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to.split(","),
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")),
-        # Each example trains one RVQ level, so in a step the heads of the levels nobody drew get no gradient.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        # Every level's head takes part in each backward pass (on zero rows when its level has no target), so DDP
+        # needs no search for unused parameters.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(message)s")
     set_seed(args.seed, device_specific=True)  # each process draws its own crops, masks and dropout

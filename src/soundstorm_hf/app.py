@@ -109,9 +109,9 @@ def trace_picture(traces: list[torch.Tensor]) -> Figure:
 class Demo:
     """The handlers behind the tabs, over one loaded pipeline."""
 
-    def __init__(self, pipe, limits: Limits = Limits()):
+    def __init__(self, pipe, limits: Limits = Limits(), t2s=None):
         self.pipe, self.limits = pipe, limits
-        self.text = TextToSpeech(pipe, max_characters=limits.max_characters)
+        self.text = TextToSpeech(pipe, max_characters=limits.max_characters, t2s=t2s)
 
     def read(self, path: str | None, what: str) -> tuple[np.ndarray, int]:
         """A checked mono waveform from an uploaded or recorded file, or a `gr.Error` saying what is wrong."""
@@ -230,9 +230,10 @@ def audio_input(label: str, elem_id: str):
     return gr.Audio(label=label, sources=["upload", "microphone"], type="filepath", elem_id=elem_id)
 
 
-def build_demo(pipe, limits: Limits = Limits()) -> gr.Blocks:
-    """The Space's `gr.Blocks`, queued with `limits`; handlers run under ZeroGPU when the `spaces` package has it."""
-    demo_handlers = Demo(pipe, limits)
+def build_demo(pipe, limits: Limits = Limits(), t2s=None) -> gr.Blocks:
+    """The Space's `gr.Blocks`, queued with `limits`; handlers run under ZeroGPU when the `spaces` package has it.
+    Text becomes semantic tokens through the T2S model `t2s` when given, else the offline front end."""
+    demo_handlers = Demo(pipe, limits, t2s)
     try:
         import spaces  # Hugging Face's ZeroGPU helper: present on Spaces, optional elsewhere
 
@@ -293,8 +294,8 @@ def build_demo(pipe, limits: Limits = Limits()) -> gr.Blocks:
     return demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
 
 
-def launch_demo(pipe, limits: Limits = Limits(), **launch_kwargs) -> gr.Blocks:
+def launch_demo(pipe, limits: Limits = Limits(), t2s=None, **launch_kwargs) -> gr.Blocks:
     """Builds and launches the demo, refusing uploads over the limit at the server; returns it (`.close()` stops it)."""
-    demo = build_demo(pipe, limits)
+    demo = build_demo(pipe, limits, t2s)
     demo.launch(max_file_size=f"{limits.max_file_mb:g}mb", **launch_kwargs)
     return demo

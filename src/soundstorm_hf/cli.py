@@ -203,7 +203,16 @@ def run_demo(args) -> None:
         raise UserError(f"the demo needs gradio ({error}): pip install 'soundstorm-hf[space]'") from None
     pipe = load_pipeline(args.model, args.device)
     limits = Limits(max_seconds=args.max_seconds, max_file_mb=args.max_file_mb)
-    launch_demo(pipe, limits, server_name=args.host, server_port=args.port)
+    launch_demo(pipe, limits, model_t2s(args.model, pipe), server_name=args.host, server_port=args.port)
+
+
+def model_t2s(name: str | None, pipe):
+    """The T2S model in the model folder's `t2s/`, on the pipeline's device, or None (the offline front end)."""
+    from .text import TextToSemantic
+    from .text.frontend import t2s_beside
+
+    folder = t2s_beside(resolve_model(name))
+    return TextToSemantic.from_pretrained(folder).to(pipe.model.device) if folder is not None else None
 
 
 def run_training_script(args, script: str, extra: list[str]) -> None:
@@ -214,15 +223,10 @@ def run_training_script(args, script: str, extra: list[str]) -> None:
     spec = importlib.util.spec_from_file_location(f"soundstorm_training_{path.stem}", path)
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up
     spec.loader.exec_module(module)
-    if script == "train.py":
-        module.main(*module.parse_arguments(extra))
-    elif script == "finetune_voice.py":
+    if script == "finetune_voice.py":
         module.cli(extra, prog=f"soundstorm-hf {args.command}")
-    else:
-        from transformers import HfArgumentParser
-
-        parser = HfArgumentParser(module.PrepareArguments, prog=f"soundstorm-hf {args.command}")
-        module.main(parser.parse_args_into_dataclasses(extra)[0])
+    else:  # the scripts' own command lines: usage errors exit 2, a stopped run with its status, no traceback
+        module.cli(extra)
 
 
 def run_push(args) -> None:
