@@ -150,6 +150,10 @@ class KMeansSemanticMixin:
     default_num_clusters: int
     quantizer: KMeansQuantizer | None
 
+    @property
+    def vocab_size(self) -> int:
+        return fitted(self.quantizer, self).codebook_size
+
     @torch.inference_mode()
     def fit(self, waveforms: Iterable, num_clusters: int | None = None, max_frames: int | None = 200_000, seed: int = 0):
         """Learn `num_clusters` centroids from mono waveforms `(samples,)` at `sampling_rate`; returns `self`."""

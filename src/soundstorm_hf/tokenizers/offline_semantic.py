@@ -13,7 +13,7 @@ import math
 import torch
 
 from .base import SEMANTIC_CONFIG_NAME, SemanticTokenizer
-from .kmeans import FittedTokenizerMixin, KMeansQuantizer, KMeansSemanticMixin, fitted
+from .kmeans import FittedTokenizerMixin, KMeansQuantizer, KMeansSemanticMixin
 from .spectral import LogMelSpectrogram, deltas, mfcc, normalize_per_utterance, pool_frames
 
 
@@ -61,10 +61,6 @@ class OfflineMfccTokenizer(KMeansSemanticMixin, FittedTokenizerMixin, SemanticTo
             max_frequency=sampling_rate / 2 - 400,
         )
         self.quantizer = quantizer
-
-    @property
-    def vocab_size(self) -> int:
-        return fitted(self.quantizer, self).codebook_size
 
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / self.hop_length)

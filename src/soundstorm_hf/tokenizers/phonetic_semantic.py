@@ -127,10 +127,6 @@ class CtcPhoneticTokenizer(KMeansSemanticMixin, SemanticTokenizer):
         self.phones = list(phones or [])
         self.sampling_rate, self.hop_length = recognizer.sampling_rate, recognizer.hop_length
 
-    @property
-    def vocab_size(self) -> int:
-        return fitted(self.quantizer, self).codebook_size
-
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / self.hop_length)
 

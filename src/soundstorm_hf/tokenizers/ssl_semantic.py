@@ -97,10 +97,6 @@ class SSLKMeansTokenizer(KMeansSemanticMixin, TransformersBackedMixin, SemanticT
     def _capture(self, module, inputs, output) -> None:
         self._captured.append(output[0] if isinstance(output, tuple) else output)
 
-    @property
-    def vocab_size(self) -> int:
-        return fitted(self.quantizer, self).codebook_size
-
     def _ssl_frames(self, num_samples: int) -> int:
         frames = num_samples
         for kernel, stride in self._convolutions:
