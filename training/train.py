@@ -734,7 +734,11 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
     if t2s:
         model = t2s.model()
     elif model_args.model_name_or_path:
-        model = SoundStormForConditionalGeneration.from_pretrained(model_args.model_name_or_path, config=config)
+        # fp32 master weights whatever the checkpoint's dtype (the bundled default is stored in fp16): mixed
+        # precision is Accelerate's job, and fp16 matrix products are slow on a CPU.
+        model = SoundStormForConditionalGeneration.from_pretrained(
+            model_args.model_name_or_path, config=config, dtype=torch.float32
+        )
     else:
         model = SoundStormForConditionalGeneration(config)
     if model_args.gradient_checkpointing:
