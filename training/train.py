@@ -704,9 +704,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to.split(","),
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")),
-        # Every level's head takes part in each backward pass (on zero rows when its level has no target), so DDP
-        # needs no search for unused parameters.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+        # Every level's head takes part in each backward pass (on zero rows when its level has no target), but
+        # without DDP's search for unused parameters the two-process CPU test hung once in three runs: kept on.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(message)s")
     set_seed(args.seed, device_specific=True)  # each process draws its own crops, masks and dropout
