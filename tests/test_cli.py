@@ -12,10 +12,7 @@ from soundstorm_hf.audio import synthesize_speech
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
-try:  # noqa: E402  tests/ as a package, or as a folder of modules
-    from .test_text import tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
-except ImportError:
-    from test_text import tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
+from test_text import tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
 
 
 @pytest.fixture(scope="module")

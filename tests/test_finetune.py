@@ -14,14 +14,8 @@ from soundstorm_hf import SoundStormForConditionalGeneration, cli
 from soundstorm_hf.audio import synthesize_speech
 from soundstorm_hf.pipeline import SoundStormPipeline
 
-try:  # tests/ as a package, or as a folder of modules
-    from .test_text import tiny_pipeline
-    from .test_text import tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
-    from .test_training import load_script
-except ImportError:
-    from test_text import tiny_pipeline
-    from test_text import tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
-    from test_training import load_script
+from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
+from test_training import load_script
 
 pytest.importorskip("peft")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")

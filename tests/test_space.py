@@ -18,10 +18,7 @@ from soundstorm_hf.audio import synthesize_speech  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
-try:  # noqa: E402  tests/ as a package, or as a folder of modules
-    from .test_text import tiny_pipeline  # (the shared tiny model)
-except ImportError:
-    from test_text import tiny_pipeline  # (the shared tiny model)
+from test_text import tiny_pipeline  # noqa: E402  (the shared tiny model)
 
 # The screenshot goes to pytest's temporary folder; SOUNDSTORM_SCREENSHOT=docs/space.png refreshes the committed one.
 SCREENSHOT_ENV = "SOUNDSTORM_SCREENSHOT"

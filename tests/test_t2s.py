@@ -21,12 +21,8 @@ from soundstorm_hf.audio import synthesize_speech
 from soundstorm_hf.text import SemanticOnlyLogitsProcessor, TextToSemantic, TextToSpeech, phonemize
 from soundstorm_hf.text.t2s import build_config, build_tokenizer, default_generation_config
 
-try:
-    from .test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
-    from .test_training import prepare_dataset, train
-except ImportError:
-    from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401
-    from test_training import prepare_dataset, train
+from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401
+from test_training import prepare_dataset, train
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 SENTENCES = [
