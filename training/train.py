@@ -18,6 +18,7 @@ latest` writes the model folder from a checkpoint without training.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import inspect
 import json
@@ -28,6 +29,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -704,11 +706,34 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to.split(","),
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")),
-        # Every level's head takes part in each backward pass (on zero rows when its level has no target), but
-        # without DDP's search for unused parameters the two-process CPU test hung once in three runs: kept on.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        # Every level's head takes part in each backward pass (on zero rows when its level has no target), so DDP
+        # need not search the graph for unused parameters.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(message)s")
+    try:
+        return train(accelerator, model_args, data_args, args)
+    finally:
+        release(accelerator)
+
+
+def release(accelerator: Accelerator) -> None:
+    """Free the DDP-wrapped model, then destroy the process group (`end_training`).
+
+    The other order deadlocks now and then: when DDP's reducer drops the last reference to a gloo group, torch frees
+    the group with the GIL held and waits for its worker threads, one of which may need the GIL to free a finished
+    collective's tensors (a two-process run hung at exit about one time in five). An exception on its way up holds
+    the training frame and so the model: its frames are cleared first.
+    """
+    error = sys.exc_info()[1]
+    if error is not None:
+        traceback.clear_frames(error.__traceback__)
+    accelerator.free_memory()
+    gc.collect()  # a reference cycle through the model must not be freed later, after the group
+    accelerator.end_training()
+
+
+def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> dict[str, float]:
     set_seed(args.seed, device_specific=True)  # each process draws its own crops, masks and dropout
 
     dataset, info, location = load_token_dataset(data_args.dataset_name)
@@ -801,104 +826,101 @@ def main(model_args: ModelArguments, data_args: DataArguments, args: TrainingArg
     step_loss, nonfinite_in_a_row, frames, clock = torch.zeros((), device=accelerator.device), 0, 0, time.perf_counter()
     unconfirmed_checkpoint = False  # the newest checkpoint's weights have not given a finite loss yet
     progress = tqdm(total=last_step, initial=step, desc="training", unit="step", disable=not accelerator.is_main_process or step >= last_step)
-    try:
-        with StopSignals() as stop, logging_redirect_tqdm(), progress:
-            while step < last_step:
-                # The batch order depends on the epoch only, so a resumed run sees the same batches. Accelerate's loader
-                # re-applies its own epoch counter when iterated but does not reach a batch sampler under its wrappers: set both.
-                train_sampler.set_epoch(epoch)
-                loader = accelerator.skip_first_batches(train_loader, batches_to_skip) if batches_to_skip else train_loader
-                loader.set_epoch(epoch)
-                skipped, batches_to_skip = batches_to_skip, 0
-                for index, rows in enumerate(loader, start=skipped):
-                    batch = masked_batch(collator, rows, hash((args.seed, accelerator.process_index, epoch, index)), accelerator.device)
-                    frames += sum(min(len(row["acoustic_ids"][0]), data_args.max_frames) for row in rows)
-                    with accelerator.accumulate(model):
-                        output = model(**batch)
-                        accelerator.backward(output.loss)
-                        step_loss += output.loss.detach().float() / args.gradient_accumulation_steps
-                        if accelerator.sync_gradients:
-                            grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                            # One reduction gives every process the same decisions: a sum is finite only if every term
-                            # is. Under fp16 the loss scaler itself skips steps with inf gradients: only the loss counts.
-                            checks = torch.stack([
-                                step_loss,
-                                grad_norm.float() if accelerator.scaler is None else torch.zeros_like(step_loss),
-                                torch.tensor(float(stop.received is not None), device=accelerator.device),
-                            ])
-                            loss_sum, norm_sum, stop_requests = accelerator.reduce(checks, reduction="sum").tolist()
-                            finite = math.isfinite(loss_sum + norm_sum)
-                            if finite:  # a skipped step leaves weights, optimizer and schedule as they were
-                                optimizer.step()
-                                scheduler.step()
-                        optimizer.zero_grad()
-                    if not accelerator.sync_gradients:
-                        continue
-                    step += 1
-                    progress.update()
-                    if finite:
-                        running_loss += step_loss
-                        running_steps += 1
-                        nonfinite_in_a_row = 0
-                        if unconfirmed_checkpoint and accelerator.is_main_process:
-                            rotate_checkpoints(args)
-                        unconfirmed_checkpoint = False
-                    else:
-                        nonfinite_in_a_row += 1
-                        what = f"non-finite loss {loss_sum} (gradient norm {norm_sum}) {nonfinite_in_a_row} step(s) in a row"
-                        if nonfinite_in_a_row > args.max_nonfinite_steps or step == last_step:
-                            # The weights of the step before the first non-finite loss are suspect too.
-                            raise diverged(args, step, what, good_before=step - nonfinite_in_a_row)
-                        logger.warning("step %d: %s, update skipped (the run stops after %d)", step, what, args.max_nonfinite_steps)
-                    step_loss.zero_()
-                    if step % args.logging_steps == 0 or step == last_step:
-                        # NaN when every step since the last log was skipped: never reported as a loss of 0.
-                        loss = accelerator.reduce(running_loss, reduction="mean").item() / running_steps if running_steps else math.nan
-                        frames_per_second = frames * accelerator.num_processes / (time.perf_counter() - clock)
-                        logs = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
-                                "train/epoch": epoch, "train/frames_per_second": frames_per_second}
-                        accelerator.log(logs, step=step)
-                        logger.info("step %d: %s", step, {k: round(v, 5) for k, v in logs.items()})
-                        progress.set_postfix_str(f"loss {loss:.4f}, {frames_per_second:.0f} frames/s")
-                        running_loss.zero_()
-                        running_steps, frames, clock = 0, 0, time.perf_counter()
-                    if step % args.eval_steps == 0 or step == last_step:
-                        check_finite_weights(accelerator, model, step, args)
-                        metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
-                        accelerator.log(metrics, step=step)
-                        logger.info("step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
-                        samples(accelerator, model, step)
-                        if stopper is not None and stopper.should_stop(model, metrics, step) and step < last_step:
-                            logger.info("step %d: no better held-out loss in %d evaluations, stopping", step, stopper.patience)
-                            last_step = progress.total = step
-                    stopping = stop_requests > 0 and step < last_step
-                    if step % args.save_steps == 0 or step == last_step or stopping:
-                        saved = save_checkpoint(accelerator, args, step, config, model)
-                        unconfirmed_checkpoint = True
-                    if stopping:
-                        number = stop.received or signal.SIGTERM  # the signal may have reached another process only
-                        raise RunStopped(
-                            f"Stopped by {signal.Signals(number).name} at step {step}; checkpoint saved in {saved}: "
-                            "the same command with --resume_from_checkpoint latest continues the run.", 128 + number
-                        )
-                    if step >= last_step:
-                        break
-                epoch += 1
+    with StopSignals() as stop, logging_redirect_tqdm(), progress:
+        while step < last_step:
+            # The batch order depends on the epoch only, so a resumed run sees the same batches. Accelerate's loader
+            # re-applies its own epoch counter when iterated but does not reach a batch sampler under its wrappers: set both.
+            train_sampler.set_epoch(epoch)
+            loader = accelerator.skip_first_batches(train_loader, batches_to_skip) if batches_to_skip else train_loader
+            loader.set_epoch(epoch)
+            skipped, batches_to_skip = batches_to_skip, 0
+            for index, rows in enumerate(loader, start=skipped):
+                batch = masked_batch(collator, rows, hash((args.seed, accelerator.process_index, epoch, index)), accelerator.device)
+                frames += sum(min(len(row["acoustic_ids"][0]), data_args.max_frames) for row in rows)
+                with accelerator.accumulate(model):
+                    output = model(**batch)
+                    accelerator.backward(output.loss)
+                    step_loss += output.loss.detach().float() / args.gradient_accumulation_steps
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                        # One reduction gives every process the same decisions: a sum is finite only if every term
+                        # is. Under fp16 the loss scaler itself skips steps with inf gradients: only the loss counts.
+                        checks = torch.stack([
+                            step_loss,
+                            grad_norm.float() if accelerator.scaler is None else torch.zeros_like(step_loss),
+                            torch.tensor(float(stop.received is not None), device=accelerator.device),
+                        ])
+                        loss_sum, norm_sum, stop_requests = accelerator.reduce(checks, reduction="sum").tolist()
+                        finite = math.isfinite(loss_sum + norm_sum)
+                        if finite:  # a skipped step leaves weights, optimizer and schedule as they were
+                            optimizer.step()
+                            scheduler.step()
+                    optimizer.zero_grad()
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                progress.update()
+                if finite:
+                    running_loss += step_loss
+                    running_steps += 1
+                    nonfinite_in_a_row = 0
+                    if unconfirmed_checkpoint and accelerator.is_main_process:
+                        rotate_checkpoints(args)
+                    unconfirmed_checkpoint = False
+                else:
+                    nonfinite_in_a_row += 1
+                    what = f"non-finite loss {loss_sum} (gradient norm {norm_sum}) {nonfinite_in_a_row} step(s) in a row"
+                    if nonfinite_in_a_row > args.max_nonfinite_steps or step == last_step:
+                        # The weights of the step before the first non-finite loss are suspect too.
+                        raise diverged(args, step, what, good_before=step - nonfinite_in_a_row)
+                    logger.warning("step %d: %s, update skipped (the run stops after %d)", step, what, args.max_nonfinite_steps)
+                step_loss.zero_()
+                if step % args.logging_steps == 0 or step == last_step:
+                    # NaN when every step since the last log was skipped: never reported as a loss of 0.
+                    loss = accelerator.reduce(running_loss, reduction="mean").item() / running_steps if running_steps else math.nan
+                    frames_per_second = frames * accelerator.num_processes / (time.perf_counter() - clock)
+                    logs = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
+                            "train/epoch": epoch, "train/frames_per_second": frames_per_second}
+                    accelerator.log(logs, step=step)
+                    logger.info("step %d: %s", step, {k: round(v, 5) for k, v in logs.items()})
+                    progress.set_postfix_str(f"loss {loss:.4f}, {frames_per_second:.0f} frames/s")
+                    running_loss.zero_()
+                    running_steps, frames, clock = 0, 0, time.perf_counter()
+                if step % args.eval_steps == 0 or step == last_step:
+                    check_finite_weights(accelerator, model, step, args)
+                    metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
+                    accelerator.log(metrics, step=step)
+                    logger.info("step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
+                    samples(accelerator, model, step)
+                    if stopper is not None and stopper.should_stop(model, metrics, step) and step < last_step:
+                        logger.info("step %d: no better held-out loss in %d evaluations, stopping", step, stopper.patience)
+                        last_step = progress.total = step
+                stopping = stop_requests > 0 and step < last_step
+                if step % args.save_steps == 0 or step == last_step or stopping:
+                    saved = save_checkpoint(accelerator, args, step, config, model)
+                    unconfirmed_checkpoint = True
+                if stopping:
+                    number = stop.received or signal.SIGTERM  # the signal may have reached another process only
+                    raise RunStopped(
+                        f"Stopped by {signal.Signals(number).name} at step {step}; checkpoint saved in {saved}: "
+                        "the same command with --resume_from_checkpoint latest continues the run.", 128 + number
+                    )
+                if step >= last_step:
+                    break
+            epoch += 1
 
-        if stopper is not None:
-            if stopper.best_step != step:
-                stopper.restore_best(model)
-                metrics = stopper.best_metrics or evaluation(model, eval_loader, accelerator, collator, args.seed)
-                logger.info("Kept the weights of step %d (held-out loss %.4f)", stopper.best_step, stopper.best_loss)
-            metrics = {**metrics, "eval/initial_loss": initial_loss, "eval/best_step": stopper.best_step}
-        if not metrics:  # resumed at max_steps or exporting: nothing was trained, but the card still needs figures
-            metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
-        accelerator.wait_for_everyone()
-        save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics, t2s, adapter_base)
-        if accelerator.is_main_process:
-            rotate_checkpoints(args)
-    finally:
-        accelerator.end_training()
+    if stopper is not None:
+        if stopper.best_step != step:
+            stopper.restore_best(model)
+            metrics = stopper.best_metrics or evaluation(model, eval_loader, accelerator, collator, args.seed)
+            logger.info("Kept the weights of step %d (held-out loss %.4f)", stopper.best_step, stopper.best_loss)
+        metrics = {**metrics, "eval/initial_loss": initial_loss, "eval/best_step": stopper.best_step}
+    if not metrics:  # resumed at max_steps or exporting: nothing was trained, but the card still needs figures
+        metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
+    accelerator.wait_for_everyone()
+    save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, info, step, metrics, t2s, adapter_base)
+    if accelerator.is_main_process:
+        rotate_checkpoints(args)
     return metrics
 
 
