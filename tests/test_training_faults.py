@@ -85,8 +85,9 @@ def tokens(source, tmp_path_factory, single_threaded_sklearn):
 
 @pytest.fixture(scope="module")
 def interrupted(tokens, tmp_path_factory):
-    """A run that gets a real SIGINT (Ctrl-C) during its third step; returns its folder and the `RunStopped`."""
-    output_dir = tmp_path_factory.mktemp("interrupted")
+    """A run that gets a real SIGINT (Ctrl-C) during its third step; returns its folder, the `RunStopped` and the
+    SIGINT handler the run started with (SIG_IGN when pytest itself runs as a background job of a script)."""
+    output_dir, handler_before = tmp_path_factory.mktemp("interrupted"), signal.getsignal(signal.SIGINT)
     forward, calls = SoundStormForConditionalGeneration.forward, []
 
     def interrupt_during_third_step(self, *args, **kwargs):
@@ -100,7 +101,7 @@ def interrupted(tokens, tmp_path_factory):
         patch.setattr(SoundStormForConditionalGeneration, "forward", interrupt_during_third_step)
         with pytest.raises(train.RunStopped) as stopped:
             run_training(tokens, output_dir, "--max_steps", "50", "--save_steps", "50")
-    return output_dir, stopped.value
+    return output_dir, stopped.value, handler_before
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,12 +221,12 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_sigint_saves_a_checkpoint_at_the_step_boundary(interrupted):
-    output_dir, stopped = interrupted
+    output_dir, stopped, handler_before = interrupted
     assert stopped.exit_code == 130, stopped
     assert str(stopped).startswith("Stopped by SIGINT at step 3; checkpoint saved in"), stopped
     assert checkpoint_names(output_dir) == ["checkpoint-3"], checkpoint_names(output_dir)
     assert not (output_dir / "model.safetensors").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run put the usual handler back
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the run put the previous handler back
 
 
 def test_sigterm_exits_cleanly_and_the_resumed_run_matches_an_uninterrupted_one(tokens, tmp_path):
