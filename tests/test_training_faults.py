@@ -116,8 +116,12 @@ def test_prepare_finishes_when_a_shard_drops_every_row(tokens, source, tmp_path)
     unusable = tmp_path / "unusable"
     datasets.load_from_disk(str(source)).select(range(2)).save_to_disk(str(unusable))
     loaded = dict(codec=str(tokens / "codec"), semantic_tokenizer=str(tokens / "semantic_tokenizer"))
-    with pytest.raises(ValueError, match=r"All 2 rows were dropped \({'decode_error': 1, 'silent': 1}\)"):
-        prepare_dataset.main(prepare_arguments(unusable, tmp_path / "out", **loaded))
+    with pytest.raises(SystemExit) as exit_info:  # through the command line: one line, no traceback
+        prepare_dataset.cli(["--dataset_name", str(unusable), "--output_dir", str(tmp_path / "out"),
+                             "--codec", loaded["codec"], "--semantic_tokenizer", loaded["semantic_tokenizer"]])
+    error = str(exit_info.value.code)
+    assert "\n" not in error and error.endswith("error: All 2 rows were dropped ({'decode_error': 1, 'silent': 1}): "
+                                               "there is no token dataset to write."), error
 
 
 def test_prepare_refuses_to_resume_with_other_arguments(tokens, source, tmp_path, monkeypatch):

@@ -215,6 +215,10 @@ def record_shard_settings(shards_dir: Path, args: PrepareArguments) -> None:
     temporary.replace(manifest)
 
 
+class NoUsableRows(ValueError):
+    """Every source row was dropped: the data, not the arguments, is at fault (the report counts why)."""
+
+
 def main(args: PrepareArguments) -> None:
     check_arguments(args)
     state = PartialState()
@@ -269,7 +273,7 @@ def main(args: PrepareArguments) -> None:
         rows_in = sum(report["rows_in"] for report in reports)
         parts = [datasets.load_from_disk(str(shard)) for shard, report in zip(shard_dirs, reports) if report["rows_out"]]
         if not parts:
-            raise ValueError(f"All {rows_in} rows were dropped ({dict(dropped)}): there is no token dataset to write.")
+            raise NoUsableRows(f"All {rows_in} rows were dropped ({dict(dropped)}): there is no token dataset to write.")
         tokens = datasets.concatenate_datasets(parts)
         tokens.save_to_disk(str(output_dir))
         info = TokenDatasetInfo.from_tokenizers(
@@ -304,13 +308,16 @@ def push_token_dataset(output_dir: Path, repo_id: str, private: bool = False) ->
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """The command line: arguments that cannot work end in a usage error (exit 2), not a traceback."""
+    """The command line: arguments that cannot work end in a usage error (exit 2), a source without one usable row
+    in a one-line error (exit 1); neither prints a traceback."""
     parser = HfArgumentParser(PrepareArguments)
     args = parser.parse_args_into_dataclasses(argv)[0]
     try:
         main(args)
     except argparse.ArgumentError as error:
         parser.error(str(error))
+    except NoUsableRows as error:
+        raise SystemExit(f"{parser.prog}: error: {error}") from None
 
 
 if __name__ == "__main__":

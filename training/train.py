@@ -873,7 +873,7 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
                     if nonfinite_in_a_row > args.max_nonfinite_steps or step == last_step:
                         # The weights of the step before the first non-finite loss are suspect too.
                         raise diverged(args, step, what, good_before=step - nonfinite_in_a_row)
-                    logger.warning("step %d: %s, update skipped (the run stops after %d)", step, what, args.max_nonfinite_steps)
+                    logger.warning("step %d: %s, update skipped (the run stops at %d)", step, what, args.max_nonfinite_steps + 1)
                 step_loss.zero_()
                 if step % args.logging_steps == 0 or step == last_step:
                     # NaN when every step since the last log was skipped: never reported as a loss of 0.
