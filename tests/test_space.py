@@ -2,9 +2,12 @@
 headless Chromium (SOUNDSTORM_SCREENSHOT=docs/space.png keeps its screenshot). Tiny random model, CPU only."""
 
 import os
+import runpy
 import shutil
 import socket
+import sys
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -13,12 +16,15 @@ import soundfile
 gr = pytest.importorskip("gradio", reason="the Space needs gradio (pip install '.[space]')")
 from gradio_client import Client, handle_file  # noqa: E402
 
+import soundstorm_hf.app  # noqa: E402
 from soundstorm_hf.app import Limits, example_files, launch_demo  # noqa: E402
 from soundstorm_hf.audio import synthesize_speech  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
-from test_text import tiny_pipeline  # noqa: E402  (the shared tiny model)
+from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: E402, F401  (the shared tiny model)
+
+SPACE_APP = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 
 # The screenshot goes to pytest's temporary folder; SOUNDSTORM_SCREENSHOT=docs/space.png refreshes the committed one.
 SCREENSHOT_ENV = "SOUNDSTORM_SCREENSHOT"
@@ -161,3 +167,27 @@ def test_browser_runs_a_conversion(server, tmp_path):
             assert screenshot.stat().st_size > 10_000
         finally:
             browser.quit()
+
+
+def test_space_entry_point_serves_the_model_its_variable_names_under_zerogpu(tiny_pipeline_folder, monkeypatch, tmp_path):
+    """spaces/app.py as the Hub runs it: the model from SOUNDSTORM_MODEL, each handler wrapped by ZeroGPU's
+    `spaces.GPU`, uploads limited at the server; a model that cannot load stops the Space with one line."""
+    zerogpu, on_gpu, served, launched = types.ModuleType("spaces"), [], [], []
+    zerogpu.GPU = lambda handler: on_gpu.append(handler.__name__) or handler
+    monkeypatch.setitem(sys.modules, "spaces", zerogpu)
+    build_demo = soundstorm_hf.app.build_demo
+    monkeypatch.setattr(soundstorm_hf.app, "build_demo", lambda pipe, *args: served.append(pipe) or build_demo(pipe, *args))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda demo, **kwargs: launched.append((demo, kwargs)))
+    monkeypatch.setenv("SOUNDSTORM_MODEL", str(tiny_pipeline_folder))
+    runpy.run_path(str(SPACE_APP), run_name="__main__")
+    ((demo, launch_kwargs),) = launched
+    assert served[0].model.config.name_or_path == str(tiny_pipeline_folder)
+    assert on_gpu == ["convert", "tts", "dialogue"]
+    assert {"convert", "tts", "dialogue"} <= {function.api_name for function in demo.fns.values()}
+    assert launch_kwargs == {"max_file_size": f"{Limits().max_file_mb:g}mb"}
+
+    monkeypatch.setenv("SOUNDSTORM_MODEL", str(tmp_path / "no-such-model"))
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SPACE_APP), run_name="__main__")
+    message = str(exit_info.value.code)
+    assert message.startswith("soundstorm-hf Space: ") and "no-such-model" in message and "\n" not in message, message
