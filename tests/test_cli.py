@@ -1,6 +1,7 @@
 """`soundstorm-hf`: each command run in-process with a tiny model folder; user errors are one line, no traceback."""
 
 import json
+import re
 import shutil
 from unittest import mock
 
@@ -94,12 +95,19 @@ def test_user_errors_are_one_line(tiny_pipeline_folder, clips, tmp_path, capsys,
     assert not (tmp_path / "out.wav").exists(), "nothing written, not even an empty file"
 
 
-def test_help_shows_defaults(capsys):
+@pytest.mark.parametrize("command", ["convert", "tts", "dialogue", "demo", "push"])
+def test_help_shows_every_default(command, capsys):
+    """Each option that takes a value says its default: the value, or what happens when it is not given."""
     with pytest.raises(SystemExit) as exit:
-        cli.main(["dialogue", "--help"])
+        cli.main([command, "--help"])
     assert exit.value.code == 0
     help = capsys.readouterr().out
-    assert "(default: 0.4)" in help and "--speaker NAME=FILE" in help and "(default: None)" not in help
+    options = re.split(r"\n  (?=-)", help.split("\noptions:\n")[1])  # one block per option, its help lines included
+    takes_value = [block for block in options if re.match(r"-[-\w]+ \S", block)]
+    assert takes_value and all(re.search("default|required", block, re.IGNORECASE) for block in takes_value), help
+    assert "(default: None)" not in help
+    if command == "dialogue":
+        assert "(default: 0.4)" in help and "--speaker NAME=FILE" in help
 
 
 def test_push_uploads_through_hfapi(tiny_pipeline_folder, capsys):

@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     dialogue.add_argument("transcript", help="Text file with the turns, each starting with a speaker tag like [A].")
     dialogue.add_argument("output", help="Audio file to write at the codec's rate.")
     dialogue.add_argument(
-        "--speaker", action="append", default=[], required=True, metavar="NAME=FILE", help="A speaker's voice prompt; repeat for each speaker."
+        "--speaker", action="append", default=[], required=True, metavar="NAME=FILE", help="A speaker's voice prompt. Required, once for each speaker."
     )
     dialogue.add_argument("--pause", type=float, default=0.4, help="Silence between turns, in seconds.")
     dialogue.set_defaults(run=run_dialogue, voice_prompt=None)
