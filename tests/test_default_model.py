@@ -1,6 +1,5 @@
 """The bundled default model: loads by name with no network, converts a bundled example (skipped if not built)."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +47,24 @@ def test_default_model_converts_a_bundled_example_offline(monkeypatch):
     assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 1e-3  # not silent
 
 
-def test_cli_resolves_default_to_the_bundled_folder():
+def test_the_defaults_a_user_gets_sample_level_one(monkeypatch):
+    """The bundled generation config as shipped (chosen by the settings sweep) samples: one seed twice gives the same
+    audio, two seeds give different audio."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from soundstorm_hf.pipeline import SoundStormPipeline
+
+    pipe = SoundStormPipeline.from_pretrained("default")
+    config = pipe.model.generation_config
+    assert config.do_sample and config.temperature > 0 and config.steps_per_level[0] > 1
+    content, rate = soundfile.read(real_examples()[0], dtype="float32")
+    content = content[: int(1.5 * rate)]
+    first, again, other = (pipe(content, rate, seed=seed)["audio"] for seed in (0, 0, 1))
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == other.shape and not np.array_equal(first, other)
+
+
+def test_cli_resolves_default_to_the_bundled_folder(monkeypatch):
     from soundstorm_hf.cli import resolve_model
 
-    os.environ.pop("SOUNDSTORM_MODEL", None)
+    monkeypatch.delenv("SOUNDSTORM_MODEL", raising=False)
     assert Path(resolve_model(None)) == DEFAULT
