@@ -28,6 +28,24 @@ def test_default_model_is_small_and_complete():
         assert (DEFAULT / name).exists(), name
 
 
+def test_shipped_weights_carry_the_model_files_parameter_names():
+    """Published weights freeze parameter names: the bundled checkpoint's keys are exactly the model's (the
+    Conformer vocabulary: `self_attn.{q,k,v,out}_proj`, `ffn1`, `conv_module`, `ffn2`, one head per level)."""
+    from safetensors import safe_open
+
+    from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
+
+    with safe_open(DEFAULT / "model.safetensors", "pt") as weights:
+        shipped = set(weights.keys())
+    config = SoundStormConfig.from_pretrained(DEFAULT)
+    assert shipped == set(SoundStormForConditionalGeneration(config).state_dict())
+    layer = {name.removeprefix("model.layers.0.") for name in shipped if name.startswith("model.layers.0.")}
+    modules = [f"self_attn.{projection}_proj" for projection in "qkv"] + ["self_attn.out_proj", "ffn1.intermediate_dense"]
+    modules += ["conv_module.depthwise_conv", "ffn2.output_dense"]
+    assert {f"{module}.weight" for module in modules} <= layer, sorted(layer)
+    assert {f"heads.{level}.weight" for level in range(config.num_levels)} <= shipped
+
+
 def test_default_model_converts_a_bundled_example_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from soundstorm_hf.pipeline import SoundStormPipeline
