@@ -306,6 +306,7 @@ def test_export_writes_a_loadable_model_folder_from_the_last_checkpoint(interrup
     (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps 0 (must be at least 1)"),
     (["--max_frames", "0"], "--max_frames 0 (must be at least 1)"),
     (["--save_total_limit", "0"], "--save_total_limit 0 (must be at least 1)"),
+    (["--min_crop_frames", "500"], "--min_crop_frames 500 (must lie between 1 and --max_frames"),
     (["--config_overrides", "num_hidden_layers: 8"], "--config_overrides 'num_hidden_layers: 8' (must be a JSON object"),
     (["--resume_from_checkpoint", "no/such/checkpoint"], "--resume_from_checkpoint no/such/checkpoint (no such folder)"),
     (["--export_from_checkpoint", "latest"], "--export_from_checkpoint latest (no checkpoint in"),
@@ -317,6 +318,24 @@ def test_arguments_that_cannot_work_are_refused_before_any_step(extra, named, to
     last_line = capsys.readouterr().err.splitlines()[-1]
     assert ": error: cannot train with " in last_line and named in last_line
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_min_crop_frames_trains_on_random_window_lengths(tokens, tmp_path, monkeypatch):
+    """--min_crop_frames reaches the collator: windows between it and --max_frames (50), where without it every row
+    (all longer than 50 frames) is cut to exactly 50."""
+    forward, widths = SoundStormForConditionalGeneration.forward, []
+
+    def record_width(self, *args, **kwargs):
+        if self.training:
+            widths.append(kwargs["acoustic_ids"].shape[-1])
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(SoundStormForConditionalGeneration, "forward", record_width)
+    run_training(tokens, tmp_path / "fixed", "--max_steps", "4", "--save_steps", "1000")
+    assert widths == [50] * 4
+    widths.clear()
+    run_training(tokens, tmp_path / "random", "--max_steps", "4", "--save_steps", "1000", "--min_crop_frames", "10")
+    assert len(widths) == 4 and all(10 <= width <= 50 for width in widths) and min(widths) < 50, widths
 
 
 def test_an_unwritable_output_dir_is_refused_at_start(tokens, tmp_path, capsys):

@@ -189,6 +189,8 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
         save_steps=args.save_steps, save_total_limit=args.save_total_limit, max_frames=data_args.max_frames,
     )
     problems = [f"--{name} {value} (must be at least 1)" for name, value in counts.items() if value < 1]
+    if data_args.min_crop_frames is not None and not 1 <= data_args.min_crop_frames <= data_args.max_frames:
+        problems.append(f"--min_crop_frames {data_args.min_crop_frames} (must lie between 1 and --max_frames {data_args.max_frames})")
     if model_args.task not in ("soundstorm", "t2s"):
         problems.append(f"--task {model_args.task} (must be soundstorm or t2s)")
     if not args.learning_rate > 0:
