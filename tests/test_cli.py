@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import sys
 from unittest import mock
 
 import pytest
@@ -44,6 +45,15 @@ def test_convert_writes_wav_at_codec_rate(tiny_pipeline_folder, clips, tmp_path,
     info, content = soundfile.info(output), soundfile.info(clips["content"])
     assert info.samplerate == 16000 and abs(info.duration - content.duration) < 0.01
     assert "wrote" in capsys.readouterr().out
+
+
+def test_convert_shows_progress_on_a_terminal_only(tiny_pipeline_folder, clips, tmp_path, capsys, monkeypatch):
+    argv = ["convert", str(clips["content"]), str(tmp_path / "out.wav"), "--model", str(tiny_pipeline_folder), "--seed", "0"]
+    cli.main(argv)
+    assert "generating" not in capsys.readouterr().err  # a pipe or a log: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    cli.main(argv)
+    assert "generating" in capsys.readouterr().err
 
 
 def test_model_from_environment(tiny_pipeline_folder, clips, tmp_path, monkeypatch):

@@ -205,6 +205,18 @@ def test_long_sequences_are_generated_window_by_window():
         model.generate_long(semantic(1, 20)[0], prompt_ids=prompt, prompt_semantic_ids=semantic(1, 20)[0])
 
 
+def test_long_generation_shows_progress_in_frames_when_asked(capsys):
+    model = SoundStormForConditionalGeneration(SoundStormConfig.from_preset("tiny", max_frames=40)).eval()
+    quiet = model.generate_long(semantic(1, 100)[0], context_frames=10, seed=0, steps_per_level=[2, 1, 1, 1])
+    assert capsys.readouterr().err == ""
+    shown = model.generate_long(
+        semantic(1, 100)[0], context_frames=10, seed=0, steps_per_level=[2, 1, 1, 1], show_progress=True
+    )
+    assert torch.equal(quiet, shown)
+    bar = capsys.readouterr().err
+    assert "generating" in bar and "/100 " in bar and "frame/s" in bar, bar  # the bar counts all 100 frames
+
+
 def test_compiled_decoding_pass_matches_eager(model):
     """The README's fast path compiles `model.model` (on a GPU with inductor and CUDA graphs; tests/test_gpu.py).
     Here dynamo must trace a decoding pass as one graph (a break would split the CUDA graph) that computes the same

@@ -101,13 +101,15 @@ def writable_output(path: str) -> None:
 
 
 def generation_settings(args, voice_prompts: list[str]) -> dict:
-    """The generation flags that were given (the rest keep the model's generation config)."""
+    """The generation flags that were given (the rest keep the model's generation config), and a progress bar
+    when stderr is a terminal."""
     if args.guidance_scale not in (None, 1.0) and not voice_prompts:
         raise UserError("--guidance-scale needs --voice-prompt: guidance contrasts generation with and without it")
     if args.compile and not (args.device or "").startswith("cuda"):
         raise UserError("--compile records CUDA graphs: it needs --device cuda (on CPU, run without it)")
     settings = {"seed": args.seed, "temperature": args.temperature, "guidance_scale": args.guidance_scale}
-    return {key: value for key, value in settings.items() if value is not None}
+    settings = {key: value for key, value in settings.items() if value is not None}
+    return {**settings, "show_progress": sys.stderr.isatty()}  # a bar on a terminal, none in logs and pipes
 
 
 def prepared_pipeline(args, settings: dict):

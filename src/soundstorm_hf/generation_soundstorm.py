@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from transformers import GenerationConfig
 from transformers.generation.logits_process import (
     LogitsProcessorList,
@@ -401,6 +402,7 @@ class SoundStormGenerationMixin:
         prompt_semantic_ids: torch.LongTensor | None = None,
         context_frames: int = 150,
         generator: torch.Generator | None = None,
+        show_progress: bool = False,
         **kwargs,
     ) -> torch.LongTensor:
         r"""
@@ -419,6 +421,7 @@ class SoundStormGenerationMixin:
                 prompt's semantic tokens, aligned to `prompt_ids`.
             context_frames (`int`): frames of context prompting each window (at most half a window).
             generator (`torch.Generator`, *optional*): source of randomness for every window.
+            show_progress (`bool`): a progress bar of frames generated (tqdm, on stderr) while the call runs.
             kwargs: passed to `generate` for every window (e.g. `seed`, `temperature`).
 
         Returns:
@@ -458,6 +461,9 @@ class SoundStormGenerationMixin:
                     "aligned: cut both to whole semantic units."
                 )
         windows, done_units = [], 0
+        progress = tqdm(
+            total=total_units * frames_per_unit, unit="frame", desc="generating", leave=False, disable=not show_progress
+        )
         while done_units < total_units:
             context = min(history.shape[-1] // frames_per_unit, context_units)
             new_units = min(max_units - context, total_units - done_units)
@@ -480,6 +486,8 @@ class SoundStormGenerationMixin:
             history_semantic = window_semantic[context * tokens_per_unit :]
             windows.append(history)
             done_units += new_units
+            progress.update(new_units * frames_per_unit)
+        progress.close()
         return torch.cat(windows, dim=-1)
 
     def _resolve_num_frames(self, semantic_ids, attention_mask, num_frames) -> int:
