@@ -51,6 +51,14 @@ def test_training_and_optimization_benchmarks_and_report_run_on_tiny(tmp_path):
     assert "Training throughput" in report and "before and after" in report and "floor of a pass" in report
 
 
+def test_sampling_benchmark_times_the_three_draws(tmp_path):
+    out = tmp_path / "sampling_cost.json"
+    run_script("bench_sampling.py", "--seconds", "0.5", "--repeats", "1", "--threads", "1", "--output", str(out))
+    result = json.loads(out.read_text())
+    assert set(result["median_seconds"]) == {"greedy", "gumbel_max", "multinomial"}
+    assert set(result["sampling_cost_share"]) == {"gumbel_max", "multinomial"}
+
+
 def test_soundstorm_pytorch_benchmark_records_why_when_unavailable(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "sspt.json"
