@@ -76,3 +76,19 @@ def test_non_finite_logits_raise_instead_of_silent_codes():
         model.heads[0].weight[3, 5] = float("nan")  # a corrupt checkpoint
     with pytest.raises(RuntimeError, match="non-finite logits"):
         model.generate(semantic(), seed=0)
+
+
+def test_host_reads_per_call_do_not_grow_with_passes(model, monkeypatch):
+    """The non-finite flag (and everything else the decoder checks) stays on the device between passes: the number of
+    tensor-to-host reads is the same for 5 passes as for 15, so a GPU never waits for the host mid-call."""
+    reads = []
+    for method in ("__bool__", "__int__", "__float__", "__index__", "item", "tolist"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method, lambda self, *args, _read=original: reads.append(1) or _read(self, *args))
+
+    def reads_of_a_call(steps_per_level):
+        reads.clear()
+        model.generate(semantic(), prompt_ids=PROMPT, steps_per_level=steps_per_level, guidance_scale=2.0, seed=0)
+        return len(reads)
+
+    assert reads_of_a_call([2, 1, 1, 1]) == reads_of_a_call([8, 4, 2, 1]) > 0

@@ -378,8 +378,12 @@ class SoundStormModel(SoundStormPreTrainedModel):
         position_embeddings = self.rotary_emb(hidden_states)
 
         frame_mask = None if attention_mask is None else attention_mask[:, :, None].to(hidden_states.dtype)
-        # (batch, 1, frames, frames) in the form the attention implementation wants; None when nothing is hidden.
-        attention_mask = create_bidirectional_mask(self.config, hidden_states, attention_mask)
+        # (batch, 1, frames, frames) in the form the attention implementation wants; None when there is no mask. A
+        # given mask is used as given: checking whether it hides anything would read it on the host at every pass
+        # (the decoder passes None when nothing is hidden).
+        attention_mask = create_bidirectional_mask(
+            self.config, hidden_states, attention_mask, allow_is_bidirectional_skip=attention_mask is None
+        )
         for layer in self.layers:
             hidden_states = layer(hidden_states, position_embeddings, attention_mask, frame_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=hidden_states)
