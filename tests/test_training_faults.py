@@ -233,6 +233,21 @@ def test_sigint_saves_a_checkpoint_at_the_step_boundary(interrupted):
     assert signal.getsignal(signal.SIGINT) is handler_before  # the run put the previous handler back
 
 
+def test_a_second_signal_acts_at_once():
+    """The first Ctrl-C asks for a checkpoint at the step boundary; a second one (a user who will not wait) is the
+    usual KeyboardInterrupt, at once."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with train.StopSignals() as stop:
+            signal.raise_signal(signal.SIGINT)
+            assert stop.received == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_sigterm_exits_cleanly_and_the_resumed_run_matches_an_uninterrupted_one(tokens, tmp_path):
     interrupted_dir, reference_dir = tmp_path / "interrupted", tmp_path / "reference"
     command = [sys.executable, str(REPO / "training" / "train.py"),
