@@ -143,6 +143,8 @@ def test_prepare_refuses_to_resume_with_other_arguments(tokens, source, tmp_path
     other_codec = str(tokens / "semantic_tokenizer")
     with pytest.raises(argparse.ArgumentError, match="codec: .*codec' then, .*semantic_tokenizer' now; shard_size: 2 then, 3 now"):
         prepare_dataset.main(prepare_arguments(source, tmp_path, **{**loaded, "codec": other_codec}, shard_size=3))
+    with pytest.raises(argparse.ArgumentError, match="dataset_name: .* then, 'another/source' now"):
+        prepare_dataset.main(prepare_arguments(source, tmp_path, **loaded, dataset_name="another/source"))
     monkeypatch.undo()
     prepare_dataset.main(prepare_arguments(source, tmp_path, **loaded))  # the same arguments: it continues
     assert datasets.load_from_disk(str(tmp_path))["acoustic_ids"] == datasets.load_from_disk(str(tokens))["acoustic_ids"]
