@@ -6,6 +6,7 @@ import shutil
 import sys
 from unittest import mock
 
+import numpy as np
 import pytest
 import soundfile
 
@@ -54,6 +55,21 @@ def test_convert_shows_progress_on_a_terminal_only(tiny_pipeline_folder, clips, 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     cli.main(argv)
     assert "generating" in capsys.readouterr().err
+
+
+def test_output_level_follows_the_voice_prompt_unless_kept(tiny_pipeline_folder, clips, tmp_path):
+    from soundstorm_hf.audio import frame_powers, speech_power
+
+    def level_db(path):
+        audio, rate = soundfile.read(path, dtype="float32")
+        return 10 * np.log10(speech_power(frame_powers(audio, rate)))
+
+    argv = ["convert", str(clips["content"]), "OUTPUT", "--voice-prompt", str(clips["voice"]), "--model", str(tiny_pipeline_folder), "--seed", "0"]
+    matched, kept = tmp_path / "matched.wav", tmp_path / "kept.wav"
+    cli.main([str(matched) if arg == "OUTPUT" else arg for arg in argv])
+    cli.main([str(kept) if arg == "OUTPUT" else arg for arg in argv] + ["--keep-level"])
+    assert level_db(matched) == pytest.approx(level_db(clips["voice"]), abs=1.0)
+    assert abs(level_db(kept) - level_db(matched)) > 1.0, "the tiny random model's own level differs from the prompt's"
 
 
 def test_model_from_environment(tiny_pipeline_folder, clips, tmp_path, monkeypatch):

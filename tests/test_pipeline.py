@@ -66,7 +66,7 @@ def test_voice_conversion_in_windows(pipe, speech):
     assert len(recorder.calls) > 2
     assert all(frames <= 40 for frames, _ in recorder.calls)
     assert all(p is not None and p.shape[-1] == 10 for _, p in recorder.calls)
-    prompt_codes, _ = pipe._encode_prompt(prompt, None)
+    prompt_codes, *_ = pipe._encode_prompt(prompt, None)
     assert torch.equal(recorder.calls[0][1][0], prompt_codes[:, -10:]), "the first window continues the voice prompt"
 
 

@@ -10,7 +10,7 @@ import soundfile
 import torch
 from test_pipeline import pipe, speech, tokenizers  # noqa: F401 (fixtures)
 
-from soundstorm_hf.audio import AudioSource, load_audio
+from soundstorm_hf.audio import AudioSource, frame_powers, load_audio, speech_power
 from soundstorm_hf.pipeline import OUTPUT_CEILING, SoundStormPipeline, soft_limit
 from soundstorm_hf.tokenizers import load_acoustic_codec, load_semantic_tokenizer
 
@@ -102,7 +102,7 @@ def test_chunked_tokens_against_whole_input(pipe, long_speech):  # noqa: F811
     encode = chunked.semantic_tokenizer.encode
     short = long_speech[: 5 * 16000]
     assert torch.equal(chunked._tokenize_content(AudioSource(short, 16000))[0], encode(torch.from_numpy(short))[0])
-    tokens, num_samples = chunked._tokenize_content(AudioSource(long_speech, 16000))
+    tokens, num_samples, _ = chunked._tokenize_content(AudioSource(long_speech, 16000))
     whole = encode(torch.from_numpy(long_speech))[0]
     assert num_samples == len(long_speech) and tokens.shape == whole.shape
     assert (tokens == whole).float().mean() >= 0.95
@@ -163,9 +163,41 @@ def test_loud_output_is_limited_with_a_warning_not_clipped(pipe, speech, tmp_pat
     loud = lambda codes, **kwargs: 1.5 * torch.sin(torch.arange(codes.shape[-1] * 320.0) / 5)[None]  # noqa: E731
     monkeypatch.setattr(pipe.codec, "decode", loud)
     with pytest.warns(UserWarning, match=r"went over -1 dBFS \(peak \+3.5 dBFS\); they were soft-limited"):
-        pipe.convert_to_file(speech["the quick brown fox"], tmp_path / "out.wav", seed=0)
+        pipe.convert_to_file(speech["the quick brown fox"], tmp_path / "out.wav", seed=0, match_loudness=False)
     written, _ = soundfile.read(tmp_path / "out.wav", dtype="int16")
     assert np.abs(written).max() <= OUTPUT_CEILING * 32768, "no 16-bit sample is clipped"
+
+
+def level_db(audio: np.ndarray, rate: int) -> float:
+    return 10 * np.log10(speech_power(frame_powers(audio, rate)))
+
+
+def test_output_level_is_matched_to_the_prompt_else_the_content(pipe, speech, monkeypatch):  # noqa: F811
+    """A model that generates 13 dB too loud (a sine at 1.5) comes out at the voice prompt's speech level, or
+    unprompted at the content's, with one gain for the whole output; nothing is then limited."""
+    loud = lambda codes, **kwargs: 1.5 * torch.sin(torch.arange(codes.shape[-1] * 320.0) / 5)[None]  # noqa: E731
+    monkeypatch.setattr(pipe.codec, "decode", loud)
+    (content, rate), (prompt, prompt_rate) = speech["the quick brown fox"], speech["jumps over the lazy dog"]
+    quiet_prompt, quiet_content = 0.1 * prompt, 0.3 * content
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no sample needs the limiter
+        prompted = pipe(content, rate, voice_prompt=quiet_prompt, prompt_sampling_rate=prompt_rate, seed=0)
+        unprompted = pipe(quiet_content, rate, seed=0)
+    output_rate = pipe.sampling_rate
+    assert level_db(prompted["audio"], output_rate) == pytest.approx(level_db(quiet_prompt, prompt_rate), abs=0.5)
+    assert level_db(unprompted["audio"], output_rate) == pytest.approx(level_db(quiet_content, rate), abs=0.5)
+    with pytest.warns(UserWarning, match="soft-limited"):
+        as_generated = pipe(content, rate, voice_prompt=quiet_prompt, prompt_sampling_rate=prompt_rate, seed=0,
+                            match_loudness=False)
+    assert level_db(as_generated["audio"], output_rate) > level_db(prompted["audio"], output_rate) + 10
+
+
+def test_speech_level_leaves_pauses_out():
+    rate = 16000
+    speech = 0.1 * np.sin(np.arange(rate) / 3)  # -23 dBFS of "speech"
+    with_pauses = np.concatenate([speech, np.zeros(3 * rate), speech, 1e-5 * np.ones(rate)])
+    assert 10 * np.log10(speech_power(frame_powers(with_pauses, rate))) == pytest.approx(-23.0, abs=0.1)
+    assert speech_power(frame_powers(np.zeros(rate), rate)) is None
 
 
 def test_soft_limit_keeps_quiet_samples_and_bends_loud_ones_below_the_ceiling():

@@ -24,6 +24,11 @@ import torch
 SILENCE_PEAK = 1e-6
 # Samples (at the source's rate) read and resampled at a time when streaming: 16 s at 16 kHz.
 BLOCK_SAMPLES = 1 << 18
+# Speech level: mean power of 50 ms frames, gated as loudness meters gate (ITU-R BS.1770): frames under -70 dBFS, then
+# frames more than 20 dB under the mean of the rest, are pauses and left out.
+LEVEL_FRAME_SECONDS = 0.05
+LEVEL_ABSOLUTE_GATE = 1e-7
+LEVEL_RELATIVE_GATE = 1e-2
 
 
 class AudioSource:
@@ -157,6 +162,23 @@ def stream_waveform(
         last = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         if last.size:
             yield last
+
+
+def frame_powers(waveform: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """Mean power of each whole 50 ms frame of `waveform` `(samples,)`: what `speech_power` measures, kept per frame
+    so that a stream's level can be gathered block by block."""
+    size = max(1, round(LEVEL_FRAME_SECONDS * sampling_rate))
+    whole = np.asarray(waveform, dtype=np.float64)[: waveform.shape[0] // size * size]
+    return np.square(whole).reshape(-1, size).mean(axis=1)
+
+
+def speech_power(powers: np.ndarray) -> float | None:
+    """Mean power of the speech among `frame_powers`, pauses gated out (so a prompt with long pauses is not judged
+    quieter than the same voice without them); None when no frame is above -70 dBFS."""
+    audible = powers[powers > LEVEL_ABSOLUTE_GATE]
+    if not audible.size:
+        return None
+    return float(audible[audible > LEVEL_RELATIVE_GATE * audible.mean()].mean())
 
 
 def load_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:

@@ -109,6 +109,8 @@ def generation_settings(args, voice_prompts: list[str]) -> dict:
         raise UserError("--compile records CUDA graphs: it needs --device cuda (on CPU, run without it)")
     settings = {"seed": args.seed, "temperature": args.temperature, "guidance_scale": args.guidance_scale}
     settings = {key: value for key, value in settings.items() if value is not None}
+    if args.keep_level:
+        settings["match_loudness"] = False
     return {**settings, "show_progress": sys.stderr.isatty()}  # a bar on a terminal, none in logs and pipes
 
 
@@ -273,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generation.add_argument(
         "--compile", action="store_true", help="Replay the decoding pass as CUDA graphs (GPU only; first call compiles)."
+    )
+    generation.add_argument(
+        "--keep-level", action="store_true",
+        help="Keep the level the model generated instead of matching the voice prompt's (or the content's) speech level.",
     )
     text = argparse.ArgumentParser(add_help=False)
     text.add_argument("--engine", choices=["espeak-ng", "flite"], default=None, help="Synthesizer of the content. Default: the first installed.")

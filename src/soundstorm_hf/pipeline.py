@@ -13,7 +13,7 @@ import numpy as np
 import soundfile
 import torch
 
-from .audio import AudioSource, stream_waveform
+from .audio import AudioSource, frame_powers, speech_power, stream_waveform
 from .modeling_soundstorm import SoundStormForConditionalGeneration
 from .tokenizers import (
     AcousticCodec,
@@ -34,6 +34,8 @@ OUTPUT_CEILING = 10 ** (-1 / 20)  # -1 dBFS
 LIMITER_KNEE = 10 ** (-3 / 20)  # -3 dBFS
 # An output whose peak stays below this is reported as silence (-60 dBFS): typically an undertrained model.
 SILENT_OUTPUT_PEAK = 1e-3
+# Loudness matching raises the output's level by at most this factor (20 dB): more would amplify near-silence.
+MAX_LOUDNESS_GAIN = 10.0
 # Written beside a LoRA adapter's peft files: the base model it was trained on (name and weights fingerprint).
 ADAPTER_INFO_NAME = "soundstorm_adapter.json"
 
@@ -236,6 +238,7 @@ class SoundStormPipeline:
         sampling_rate: int | None = None,
         voice_prompt=None,
         prompt_sampling_rate: int | None = None,
+        match_loudness: bool = True,
         **generate_kwargs,
     ) -> dict:
         """Resynthesizes `audio` (in the voice of `voice_prompt` when given).
@@ -243,23 +246,32 @@ class SoundStormPipeline:
         Audio is anything `AudioSource` accepts (a file, an array with its rate), mono or stereo, at any rate.
         Keyword arguments go to `generate` (e.g. `steps_per_level`, `temperature`, `seed`, `guidance_scale`).
 
-        The output is soft-limited to -1 dBFS (`soft_limit`: samples above -3 dBFS are bent down, quieter ones kept),
-        so that writing it as 16-bit PCM never clips; a warning says how many samples went over -1 dBFS. An output
-        that stays below -60 dBFS (an undertrained model, say) is returned with a warning.
+        With `match_loudness`, the output's speech level (`speech_power`: pauses gated out) is set to the voice
+        prompt's, or without a prompt to the content's, as the level is part of how the prompt sounds (raised by at
+        most 20 dB; measured on the first decoded chunk, so the gain is the same for the whole output). The output
+        is then soft-limited to -1 dBFS (`soft_limit`: samples above -3 dBFS are bent down, quieter ones kept), so
+        that writing it as 16-bit PCM never clips; a warning says how many samples went over -1 dBFS. An output that
+        stays below -60 dBFS (an undertrained model, say) is returned with a warning.
 
         Returns `{"audio": np.ndarray (samples,), "sampling_rate": int}`, the prompt part cut off.
         """
-        codes, semantic_ids, num_samples = self._generate(
+        codes, semantic_ids, num_samples, level = self._generate(
             audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs
         )
-        return self._collect(codes, semantic_ids, num_samples)
+        return self._collect(codes, semantic_ids, num_samples, level if match_loudness else None)
 
     def from_semantic_ids(
-        self, semantic_ids, voice_prompt=None, prompt_sampling_rate: int | None = None, **generate_kwargs
+        self,
+        semantic_ids,
+        voice_prompt=None,
+        prompt_sampling_rate: int | None = None,
+        match_loudness: bool = True,
+        **generate_kwargs,
     ) -> dict:
         """Speaks semantic ids `(frames,)` made elsewhere (by a text-to-semantic model) in the voice of
-        `voice_prompt`: the pipeline's call from the point where the content is tokenized. Returns
-        `{"audio", "sampling_rate"}`, as long as `frames` semantic frames."""
+        `voice_prompt`: the pipeline's call from the point where the content is tokenized (the level is matched to
+        the prompt's only, there being no content audio). Returns `{"audio", "sampling_rate"}`, as long as
+        `frames` semantic frames."""
         tokenizer = self.semantic_tokenizer
         semantic_ids = torch.as_tensor(semantic_ids, dtype=torch.long, device=self.model.device)
         if semantic_ids.ndim != 1 or not len(semantic_ids):
@@ -267,14 +279,14 @@ class SoundStormPipeline:
         if semantic_ids.min() < 0 or semantic_ids.max() >= tokenizer.vocab_size:
             raise ValueError(f"Semantic ids must lie in [0, {tokenizer.vocab_size}) for this pipeline's tokenizer.")
         num_samples = round(len(semantic_ids) * tokenizer.hop_length * self.codec.sampling_rate / tokenizer.sampling_rate)
-        codes = self._generate_codes(semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs)
-        return self._collect(codes, semantic_ids, num_samples)
+        codes, prompt_level = self._generate_codes(semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs)
+        return self._collect(codes, semantic_ids, num_samples, prompt_level if match_loudness else None)
 
-    def _collect(self, codes: torch.Tensor, semantic_ids: torch.Tensor, num_samples: int) -> dict:
+    def _collect(self, codes: torch.Tensor, semantic_ids: torch.Tensor, num_samples: int, level: float | None) -> dict:
         """`{"audio", "sampling_rate"}` of `codes`, decoded chunk by chunk into one array."""
         output = np.empty(num_samples, dtype=np.float32)
         position = 0
-        for block in self._decode(codes, semantic_ids, num_samples, stacklevel=4):
+        for block in self._decode(codes, semantic_ids, num_samples, level, stacklevel=4):
             output[position : position + block.shape[0]] = block
             position += block.shape[0]
         return {"audio": output[:position], "sampling_rate": self.codec.sampling_rate}
@@ -287,6 +299,7 @@ class SoundStormPipeline:
         voice_prompt=None,
         prompt_sampling_rate: int | None = None,
         subtype: str | None = None,
+        match_loudness: bool = True,
         **generate_kwargs,
     ) -> dict:
         """Like calling the pipeline, but writes the output to `path` chunk by chunk (format from the extension,
@@ -294,31 +307,36 @@ class SoundStormPipeline:
 
         Returns `{"path": str, "sampling_rate": int, "num_samples": int}`.
         """
-        codes, semantic_ids, num_samples = self._generate(
+        codes, semantic_ids, num_samples, level = self._generate(
             audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs
         )
         with soundfile.SoundFile(str(path), "w", self.codec.sampling_rate, 1, subtype) as file:
-            for block in self._decode(codes, semantic_ids, num_samples):
+            for block in self._decode(codes, semantic_ids, num_samples, level if match_loudness else None):
                 file.write(block)
         return {"path": str(path), "sampling_rate": self.codec.sampling_rate, "num_samples": num_samples}
 
     def _generate(self, audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs) -> tuple:
-        """Codes `(levels, frames)` and semantic ids `(semantic frames,)` of the content, and its output length."""
+        """Codes `(levels, frames)` and semantic ids `(semantic frames,)` of the content, its output length, and the
+        speech level the output is matched to: the voice prompt's, else the content's (None for no speech)."""
         content = AudioSource(audio, sampling_rate, "content audio", self.max_input_seconds)
-        semantic_ids, content_samples = self._tokenize_content(content)
+        semantic_ids, content_samples, content_level = self._tokenize_content(content)
         num_samples = round(content_samples * self.codec.sampling_rate / self.semantic_tokenizer.sampling_rate)
-        return self._generate_codes(semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs), semantic_ids, num_samples
+        codes, prompt_level = self._generate_codes(semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs)
+        return codes, semantic_ids, num_samples, prompt_level if voice_prompt is not None else content_level
 
-    def _generate_codes(self, semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs) -> torch.Tensor:
-        """Codes `(levels, frames)` of semantic ids `(semantic frames,)` in the voice of `voice_prompt`."""
-        prompt_codes = prompt_semantic = None
+    def _generate_codes(self, semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs) -> tuple:
+        """Codes `(levels, frames)` of semantic ids `(semantic frames,)` in the voice of `voice_prompt`, and the
+        prompt's speech level (None without a prompt)."""
+        prompt_codes = prompt_semantic = prompt_level = None
         if voice_prompt is not None:
-            prompt_codes, prompt_semantic = self._encode_prompt(voice_prompt, prompt_sampling_rate)
+            prompt_codes, prompt_semantic, prompt_level = self._encode_prompt(voice_prompt, prompt_sampling_rate)
         context_frames = round(self.context_seconds * self.model.config.acoustic_frame_rate)
-        return self.model.generate_long(semantic_ids, prompt_codes, prompt_semantic, context_frames, **generate_kwargs)
+        codes = self.model.generate_long(semantic_ids, prompt_codes, prompt_semantic, context_frames, **generate_kwargs)
+        return codes, prompt_level
 
-    def _tokenize_content(self, content: AudioSource) -> tuple[torch.Tensor, int]:
-        """Semantic ids `(semantic frames,)` of `content` and its length in samples at the tokenizer's rate.
+    def _tokenize_content(self, content: AudioSource) -> tuple[torch.Tensor, int, float | None]:
+        """Semantic ids `(semantic frames,)` of `content`, its length in samples at the tokenizer's rate, and its
+        speech level (`speech_power`, gathered block by block).
 
         Chunks of `chunk_seconds` are tokenized with `overlap_seconds` of audio on either side and keep the tokens of
         their own frames, so boundary frames see their neighbours; tokens that depend on the whole input (the
@@ -328,8 +346,10 @@ class SoundStormPipeline:
         tokenizer = self.semantic_tokenizer
         chunk, overlap = (self._whole_frames(s, tokenizer) for s in (self.chunk_seconds, self.overlap_seconds))
         ids, buffer, left, total = [], np.zeros(0, dtype=np.float32), 0, 0  # buffer starts `left` samples early
+        powers = []
         for block in stream_waveform(content, tokenizer.sampling_rate):
             total += block.shape[0]
+            powers.append(frame_powers(block, tokenizer.sampling_rate))
             buffer = np.concatenate([buffer, block])
             while buffer.shape[0] >= left + chunk + overlap:
                 ids.append(self._encode_chunk(buffer[: left + chunk + overlap], left, left + chunk))
@@ -341,7 +361,7 @@ class SoundStormPipeline:
                 f"{total} samples ({total / tokenizer.sampling_rate:.4f} s) at {tokenizer.sampling_rate} Hz; at least "
                 f"{unit / tokenizer.sampling_rate:.3f} s (one semantic unit) is needed"
             )
-        return torch.cat(ids), total
+        return torch.cat(ids), total, speech_power(np.concatenate(powers))
 
     def _encode_chunk(self, waveform: np.ndarray, start: int, end: int) -> torch.Tensor:
         """Tokens `(frames,)` of samples `[start, end)` of `waveform (samples,)`, encoded with what surrounds them."""
@@ -354,9 +374,15 @@ class SoundStormPipeline:
         return round(seconds * module.frame_rate) * module.hop_length
 
     def _decode(
-        self, codes: torch.Tensor, semantic_ids: torch.Tensor, num_samples: int, stacklevel: int = 3
+        self,
+        codes: torch.Tensor,
+        semantic_ids: torch.Tensor,
+        num_samples: int,
+        level: float | None = None,
+        stacklevel: int = 3,
     ) -> Iterator[np.ndarray]:
-        """Output blocks `(samples,)`, `num_samples` in all, soft-limited, with warnings for overs and silence.
+        """Output blocks `(samples,)`, `num_samples` in all, at speech level `level` when given (one gain, from the
+        first chunk), soft-limited, with warnings for overs and silence.
 
         Codes `(levels, frames)` are decoded in chunks of `chunk_seconds` with `overlap_seconds` of codes on either
         side; neighbouring chunks are cross-faded linearly over `overlap_seconds` around their boundary. Codes up to
@@ -368,10 +394,15 @@ class SoundStormPipeline:
         num_chunks = math.ceil(total_frames / max(1, round(self.chunk_seconds * self.codec.frame_rate)))
         bounds = [index * total_frames // num_chunks for index in range(num_chunks + 1)]
         fade_in = ((np.arange(2 * half * hop) + 0.5) / (2 * half * hop)).astype(np.float32)
-        position, overs, peak, tail = 0, 0, 0.0, None
+        position, overs, peak, tail, gain = 0, 0, 0.0, None, None
         for start, end in zip(bounds[:-1], bounds[1:]):
             low, high = max(0, start - overlap), min(total_frames, end + overlap)
             audio = self._decode_frames(codes, semantic_ids, low, high)  # (samples,) from frame `low`
+            if gain is None:
+                generated = speech_power(frame_powers(audio, self.codec.sampling_rate))
+                gain = 1.0 if level is None or generated is None else math.sqrt(level / generated)
+                gain = min(gain, MAX_LOUDNESS_GAIN)
+            audio = audio * gain
             blocks, first = [], (start - low) * hop
             if tail is not None:
                 blocks.append(tail * fade_in[::-1] + audio[first - half * hop : first + half * hop] * fade_in)
@@ -406,8 +437,8 @@ class SoundStormPipeline:
             decode_kwargs["semantic_codes"] = semantic_ids[None, low:high]
         return self.codec.decode(codes[None, :, low:high], **decode_kwargs)[0].cpu().numpy()
 
-    def _encode_prompt(self, voice_prompt, sampling_rate) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes `(levels, frames)` and semantic ids of the prompt, cut to whole semantic units.
+    def _encode_prompt(self, voice_prompt, sampling_rate) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """Codes `(levels, frames)` and semantic ids of the prompt, cut to whole semantic units, and its speech level.
 
         Generation is prompted with the last `context_seconds` of it; of a prompt longer than `chunk_seconds`, only
         its last `chunk_seconds` are read into memory and encoded.
@@ -427,7 +458,8 @@ class SoundStormPipeline:
         codes = self.codec.encode(codec_wave)[0]  # (levels, frames)
         semantic_ids = self.semantic_tokenizer.encode(semantic_wave)[0]  # (semantic frames,)
         units = min(codes.shape[-1] // frames_per_unit, semantic_ids.shape[0] // tokens_per_unit)
-        return codes[:, : units * frames_per_unit], semantic_ids[: units * tokens_per_unit]
+        level = speech_power(frame_powers(codec_wave.numpy(), self.codec.sampling_rate))
+        return codes[:, : units * frames_per_unit], semantic_ids[: units * tokens_per_unit], level
 
     @staticmethod
     def _tail(source: AudioSource, sampling_rate: int, seconds: float) -> torch.Tensor:
