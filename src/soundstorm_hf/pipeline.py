@@ -402,7 +402,7 @@ class SoundStormPipeline:
                 generated = speech_power(frame_powers(audio, self.codec.sampling_rate))
                 gain = 1.0 if level is None or generated is None else math.sqrt(level / generated)
                 gain = min(gain, MAX_LOUDNESS_GAIN)
-            audio = audio * gain
+            audio *= gain  # in place: a fresh decode
             blocks, first = [], (start - low) * hop
             if tail is not None:
                 blocks.append(tail * fade_in[::-1] + audio[first - half * hop : first + half * hop] * fade_in)
