@@ -16,9 +16,7 @@ relative worse. Writes `<results>/<name>.json` and `<name>.md`.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,10 +35,9 @@ CONDITIONS = ("before_unprompted", "before_prompt_1s", "before_prompt_3s", "afte
 
 
 def load_finetune():
-    spec = importlib.util.spec_from_file_location("finetune_voice", REPO / "training" / "finetune_voice.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from soundstorm_hf.training import finetune
+
+    return finetune
 
 
 def render_voice(voice: str, sentences: list[str], folder: Path, seconds: float | None = None) -> list[Path]:

@@ -12,13 +12,10 @@ SoundStorm model folder's `t2s/` subfolder, where `TextToSpeech.from_pretrained`
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import shutil
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 # The shipped recipe: `small` preset (width 256, 6 layers), batch 32, on CPU or GPU.
 RECIPE = [
     "--task", "t2s", "--model_preset", "small", "--per_device_batch_size", "32", "--learning_rate", "1e-3",
@@ -29,11 +26,9 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "to
 
 
 def load_train():
-    spec = importlib.util.spec_from_file_location("training_train", REPO / "training" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    from soundstorm_hf.training import train
+
+    return train
 
 
 def main(argv: list[str] | None = None) -> None:

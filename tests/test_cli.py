@@ -154,12 +154,14 @@ def test_push_refuses_a_folder_without_a_model(tmp_path, capsys):
     fails(capsys, ["push", str(tmp_path), "me/tiny"], "is not a saved model folder")
 
 
-def test_prepare_and_train_delegate_to_the_scripts(capsys):
-    for command in ("prepare", "train"):
+def test_training_commands_delegate_to_the_package_and_name_themselves(capsys):
+    for command, flag in (("prepare", "--output-dir"), ("train", "--output-dir"), ("finetune", "--max-piece-seconds")):
         with pytest.raises(SystemExit) as exit:
             cli.main([command, "--help"])
         assert exit.value.code == 0
-        assert "--output_dir" in capsys.readouterr().out
+        shown = capsys.readouterr().out
+        assert shown.startswith(f"usage: soundstorm-hf {command} ") and flag in shown
+        assert "_" not in "".join(word for word in shown.split() if word.startswith("--")), "one spelling: dashes"
 
 
 def test_demo_launches_the_app_locally(tiny_pipeline_folder):

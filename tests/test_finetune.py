@@ -1,4 +1,4 @@
-"""Fine-tuning on one voice (training/finetune_voice.py) end to end on CPU: a tiny random base model, a few
+"""Fine-tuning on one voice (soundstorm_hf.training.finetune) end to end on CPU: a tiny random base model, a few
 espeak-ng utterances of one voice as long multi-sentence recordings in assorted formats, a LoRA adapter."""
 
 import json
@@ -13,9 +13,9 @@ import torch
 from soundstorm_hf import SoundStormForConditionalGeneration, cli
 from soundstorm_hf.audio import synthesize_speech
 from soundstorm_hf.pipeline import SoundStormPipeline
+from soundstorm_hf.training import finetune
 
 from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
-from test_training import load_script
 
 pytest.importorskip("peft")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -29,8 +29,6 @@ SENTENCES = [
     "every cloud has a silver lining today",
 ]
 
-
-finetune = load_script("finetune_voice")
 
 
 def speech(sentences, voice="en+f3"):
@@ -126,7 +124,7 @@ def fails(capsys, argv, message):
 
 
 def test_bad_input_is_refused_before_training(base, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(finetune, "load_script", lambda name: pytest.fail("got as far as training"), raising=True)
+    monkeypatch.setattr(finetune.prepare, "main", lambda *args: pytest.fail("got as far as tokenizing"))
     run = ["finetune", "--base", str(base), "--output", str(tmp_path / "out"), "--audio"]
     empty = tmp_path / "empty"
     empty.mkdir()

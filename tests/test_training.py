@@ -5,7 +5,6 @@ offline tokenizers, starting Python with torch) happen a handful of times.
 """
 
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from safetensors.torch import load_file
 from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
 from soundstorm_hf.audio import synthesize_speech
 from soundstorm_hf.data import LengthGroupedBatchSampler, TokenDatasetInfo, check_token_columns
+from soundstorm_hf.training import prepare as prepare_dataset
+from soundstorm_hf.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -44,16 +45,6 @@ TRAIN_ARGS = [
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"training_{name}", REPO / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-prepare_dataset = load_script("prepare_dataset")
-train = load_script("train")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ on stderr, named by the flag, before the model is loaded or anything is generate
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
 import sys
 import time
@@ -17,7 +17,6 @@ from pathlib import Path
 DEFAULT_MODEL = "default"
 MODEL_ENV = "SOUNDSTORM_MODEL"
 BUNDLED_DEFAULT = Path(__file__).parent / "default"
-TRAINING_SCRIPTS = Path(__file__).resolve().parents[2] / "training"  # the repository's, beside src/
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -219,18 +218,11 @@ def model_t2s(name: str | None, pipe):
     return TextToSemantic.from_pretrained(folder).to(pipe.model.device) if folder is not None else None
 
 
-def run_training_script(args, script: str, extra: list[str]) -> None:
-    """Runs `training/<script>`'s `main` with the remaining arguments (its own `--help` lists them)."""
-    path = TRAINING_SCRIPTS / script
-    if not path.is_file():
-        raise UserError(f"{path} not found: `{args.command}` runs the training scripts of a source checkout")
-    spec = importlib.util.spec_from_file_location(f"soundstorm_training_{path.stem}", path)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up
-    spec.loader.exec_module(module)
-    if script == "finetune_voice.py":
-        module.cli(extra, prog=f"soundstorm-hf {args.command}")
-    else:  # the scripts' own command lines: usage errors exit 2, a stopped run with its status, no traceback
-        module.cli(extra)
+def run_training(args, extra: list[str]) -> None:
+    """Runs `soundstorm_hf.training.<command>`'s command line with the remaining arguments (its own `--help` lists
+    them): usage errors exit 2, a stopped run with its status, without a traceback."""
+    module = importlib.import_module(f".training.{args.command}", __package__)
+    module.cli(extra, prog=f"soundstorm-hf {args.command}")
 
 
 def run_push(args) -> None:
@@ -320,13 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-file-mb", type=float, default=10.0, help="Largest upload accepted.")
     demo.set_defaults(run=run_demo)
 
-    for name, script, help in (
-        ("prepare", "prepare_dataset.py", "Tokenize an audio dataset (training/prepare_dataset.py; --help lists its flags)."),
-        ("train", "train.py", "Train with Accelerate (training/train.py; --help lists its flags)."),
-        ("finetune", "finetune_voice.py", "Fine-tune on one speaker's recordings (training/finetune_voice.py; --help lists its flags)."),
+    for name, help in (
+        ("prepare", "Tokenize an audio dataset into training tokens (--help lists the flags)."),
+        ("train", "Train with Accelerate on a token dataset (--help lists the flags)."),
+        ("finetune", "Fine-tune on one speaker's recordings (--help lists the flags)."),
     ):
         sub = commands.add_parser(name, help=help, description=help, add_help=False)
-        sub.set_defaults(run=lambda args, extra, script=script: run_training_script(args, script, extra))
+        sub.set_defaults(run=run_training)
 
     push = command("push", "Upload a saved model folder to the Hugging Face Hub.")
     push.add_argument("folder", help="Folder written by save_pretrained (model, tokenizers, generation config).")

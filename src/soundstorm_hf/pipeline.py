@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -13,6 +12,7 @@ import numpy as np
 import soundfile
 import torch
 
+from .adapters import ADAPTER_INFO_NAME, weights_fingerprint
 from .audio import AudioSource, frame_powers, speech_power, stream_waveform
 from .modeling_soundstorm import SoundStormForConditionalGeneration
 from .tokenizers import (
@@ -36,20 +36,6 @@ LIMITER_KNEE = 10 ** (-3 / 20)  # -3 dBFS
 SILENT_OUTPUT_PEAK = 1e-3
 # Loudness matching raises the output's level by at most this factor (20 dB): more would amplify near-silence.
 MAX_LOUDNESS_GAIN = 10.0
-# Written beside a LoRA adapter's peft files: the base model it was trained on (name and weights fingerprint).
-ADAPTER_INFO_NAME = "soundstorm_adapter.json"
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a model's parameter names, shapes and a strided sample of their values (rounded to bf16, so
-    that fp32 and bf16 loads agree): tells an adapter's base from any other model, even one of the same shapes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().flatten()
-        sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.bfloat16).float()
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(sample.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def load_adapter(model: SoundStormForConditionalGeneration, adapter: str | Path, base_name: str | Path):

@@ -4,11 +4,11 @@
     python training/finetune_voice.py --audio user/voice-dataset --split train --output my_voice_adapter
 
 The recordings (a folder of audio files in any format soundfile reads, at any rate, mono or stereo; or a `datasets`
-audio dataset: Hub id or `save_to_disk` folder) are split on silences into pieces of at most `--max_piece_seconds`,
-checked (no audio, only silence or under `--min_seconds` of speech: an error before any training; pieces that sound
+audio dataset: Hub id or `save_to_disk` folder) are split on silences into pieces of at most `--max-piece-seconds`,
+checked (no audio, only silence or under `--min-seconds` of speech: an error before any training; pieces that sound
 like several speakers: a warning), tokenized with the base model's own tokenizers by prepare_dataset.py, and trained
 by train.py (its loop, checkpoints, progress bar and Hub push) with a held-out share of the pieces and early stopping
-on their loss. Flags this script does not know are passed on to train.py (e.g. `--per_device_batch_size 4`).
+on their loss. Flags this script does not know are passed on to train.py (e.g. `--per-device-batch-size 4`).
 
 The output folder holds the adapter alone (a few MB, a model card naming the base; load it with
 `SoundStormPipeline.from_pretrained(base, adapter=OUTPUT)` or `--adapter OUTPUT`), or with `--full` a whole model.
@@ -17,7 +17,6 @@ The output folder holds the adapter alone (a few MB, a model card naming the bas
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 import tempfile
@@ -28,13 +27,15 @@ import soundfile
 from datasets import Audio
 from sklearn.cluster import KMeans
 
-from soundstorm_hf import SoundStormConfig
-from soundstorm_hf.audio import load_audio, prepare_waveform
-from soundstorm_hf.data import decode_audio, find_audio_column
-from soundstorm_hf.tokenizers.base import local_folder, local_path_or_hub_id
+from ..audio import load_audio, prepare_waveform
+from ..configuration_soundstorm import SoundStormConfig
+from ..data import decode_audio, find_audio_column
+from ..pipeline import BUNDLED_DEFAULT_MODEL, DEFAULT_MODEL_NAME, SoundStormPipeline
+from ..tokenizers.base import local_folder, local_path_or_hub_id
+from . import prepare, train
+from .command_line import dashed, prefer_dashes
 
 logger = logging.getLogger("finetune_voice")
-TRAINING = Path(__file__).resolve().parent
 FRAME_SECONDS = 0.025  # silence is found frame by frame
 SILENCE_BELOW_PEAK_DB, SILENCE_FLOOR_DBFS = 40.0, -60.0  # quieter than either is silence
 MIN_GAP_SECONDS, PAD_SECONDS, MIN_PIECE_SECONDS = 0.3, 0.1, 1.0
@@ -45,40 +46,32 @@ class UnusableAudio(ValueError):
     """The recordings cannot make a voice: reported as one line, before any training."""
 
 
-def load_script(name: str):
-    """A sibling training script as a module (they are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"soundstorm_training_{name}", TRAINING / f"{name}.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up
-    spec.loader.exec_module(module)
-    return module
-
-
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--audio", required=True, help="Folder of one speaker's recordings, or a datasets audio dataset (Hub id or save_to_disk folder).")
-    parser.add_argument("--output", required=True, help="Folder to write the adapter (or model) to.")
-    parser.add_argument("--base", default="default", help="Base model: 'default' (the bundled one), a folder or a Hub id.")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument(*dashed("audio"), required=True, help="Folder of one speaker's recordings, or a datasets audio dataset (Hub id or save_to_disk folder).")
+    parser.add_argument(*dashed("output"), required=True, help="Folder to write the adapter (or model) to.")
+    parser.add_argument(*dashed("base"), default="default", help="Base model: 'default' (the bundled one), a folder or a Hub id.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--lora", dest="full", action="store_false", help="Train a LoRA adapter (the default).")
     mode.add_argument("--full", action="store_true", help="Fine-tune every weight and save a whole model.")
     parser.set_defaults(full=False)
-    parser.add_argument("--lora_rank", type=int, default=16)
-    parser.add_argument("--lora_target_modules", default=None, help="Comma-separated module names (default: attention and feed-forward projections).")
-    parser.add_argument("--dataset_config", default=None, help="Configuration of a Hub dataset.")
-    parser.add_argument("--split", default="train", help="Split of a datasets source.")
-    parser.add_argument("--min_seconds", type=float, default=30.0, help="Least speech (silences left out) accepted.")
-    parser.add_argument("--max_piece_seconds", type=float, default=15.0, help="Longer recordings are split on silences into pieces up to this long.")
-    parser.add_argument("--eval_share", type=float, default=0.1, help="Share of the pieces held out (at least one).")
-    parser.add_argument("--learning_rate", type=float, default=None, help="Default: 5e-4 for LoRA, 5e-5 for --full.")
-    parser.add_argument("--max_steps", type=int, default=1000)
-    parser.add_argument("--eval_steps", type=int, default=25, help="Held-out loss every this many steps.")
-    parser.add_argument("--early_stopping_patience", type=int, default=4, help="Evaluations without a better held-out loss before stopping.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip_speaker_check", action="store_true", help="Do not compare the pieces' speaker embeddings.")
-    parser.add_argument("--push_to_hub", action="store_true")
-    parser.add_argument("--hub_model_id", default=None)
-    parser.add_argument("--hub_private", action="store_true")
-    return parser
+    parser.add_argument(*dashed("lora_rank"), type=int, default=16)
+    parser.add_argument(*dashed("lora_target_modules"), default=None, help="Comma-separated module names (default: attention and feed-forward projections).")
+    parser.add_argument(*dashed("dataset_config"), default=None, help="Configuration of a Hub dataset.")
+    parser.add_argument(*dashed("split"), default="train", help="Split of a datasets source.")
+    parser.add_argument(*dashed("min_seconds"), type=float, default=30.0, help="Least speech (silences left out) accepted.")
+    parser.add_argument(*dashed("max_piece_seconds"), type=float, default=15.0, help="Longer recordings are split on silences into pieces up to this long.")
+    parser.add_argument(*dashed("eval_share"), type=float, default=0.1, help="Share of the pieces held out (at least one).")
+    parser.add_argument(*dashed("learning_rate"), type=float, default=None, help="Default: 5e-4 for LoRA, 5e-5 for --full.")
+    parser.add_argument(*dashed("max_steps"), type=int, default=1000)
+    parser.add_argument(*dashed("eval_steps"), type=int, default=25, help="Held-out loss every this many steps.")
+    parser.add_argument(*dashed("early_stopping_patience"), type=int, default=4, help="Evaluations without a better held-out loss before stopping.")
+    parser.add_argument(*dashed("seed"), type=int, default=0)
+    parser.add_argument(*dashed("skip_speaker_check"), action="store_true", help="Do not compare the pieces' speaker embeddings.")
+    parser.add_argument(*dashed("push_to_hub"), action="store_true")
+    parser.add_argument(*dashed("hub_model_id"), default=None)
+    parser.add_argument(*dashed("hub_private"), action="store_true")
+    return prefer_dashes(parser)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -99,7 +92,7 @@ def recordings(args):
             raise UnusableAudio(f"--audio: no audio files in {source} (looked for .{', .'.join(sorted(extensions))})")
         items = ((str(path), lambda path=path: load_audio(path)) for path in files)
     else:
-        dataset = load_script("prepare_dataset").load_audio_dataset(args.audio, args.dataset_config, args.split, False)
+        dataset = prepare.load_audio_dataset(args.audio, args.dataset_config, args.split, False)
         column = find_audio_column(dataset)
         dataset = dataset.cast_column(column, Audio(decode=False))
         items = ((f"{args.audio}[{index}]", lambda row=row: decode_audio(row[column])) for index, row in enumerate(dataset))
@@ -213,13 +206,10 @@ def check_one_speaker(paths: list[Path]) -> str | None:
 def resolve_base(name: str) -> tuple[str, str, str]:
     """The base model's location and its codec and semantic tokenizer sources; refuses a base whose tokenizers are
     missing (the pipeline loader names what is missing) or do not match it."""
-    from soundstorm_hf.cli import UserError, resolve_model
-    from soundstorm_hf.pipeline import SoundStormPipeline
-
+    base = str(BUNDLED_DEFAULT_MODEL) if name == DEFAULT_MODEL_NAME and not Path(name).exists() else name
     try:
-        base = resolve_model(name)
         SoundStormPipeline.from_pretrained(base)  # every check of a loadable, complete model folder
-    except (UserError, OSError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise UnusableAudio(f"--base: {str(error).splitlines()[0]}") from None
     config = SoundStormConfig.from_pretrained(base)
     folder = local_path_or_hub_id(base, "base") or local_folder(base)
@@ -235,30 +225,28 @@ def train_arguments(args, base: str, tokens: Path, num_pieces: int, extra: list[
     and win."""
     learning_rate = args.learning_rate or (5e-5 if args.full else 5e-4)
     argv = [
-        "--model_name_or_path", base, "--dataset_name", str(tokens), "--output_dir", args.output,
-        "--eval_split_size", str(max(1, round(args.eval_share * num_pieces))),
-        "--max_frames", str(SoundStormConfig.from_pretrained(base).max_frames), "--learning_rate", str(learning_rate),
-        "--max_steps", str(args.max_steps), "--warmup_steps", str(min(50, args.max_steps // 10)),
-        "--lr_scheduler_type", "constant_with_warmup", "--eval_steps", str(args.eval_steps),
-        "--save_steps", str(args.eval_steps), "--logging_steps", str(args.eval_steps),
-        "--early_stopping_patience", str(args.early_stopping_patience), "--num_audio_samples", "1",
-        "--prompt_seconds", "1.0", "--save_total_limit", "1", "--seed", str(args.seed), "--report_to", "none",
+        "--model-name-or-path", base, "--dataset-name", str(tokens), "--output-dir", args.output,
+        "--eval-split-size", str(max(1, round(args.eval_share * num_pieces))),
+        "--max-frames", str(SoundStormConfig.from_pretrained(base).max_frames), "--learning-rate", str(learning_rate),
+        "--max-steps", str(args.max_steps), "--warmup-steps", str(min(50, args.max_steps // 10)),
+        "--lr-scheduler-type", "constant_with_warmup", "--eval-steps", str(args.eval_steps),
+        "--save-steps", str(args.eval_steps), "--logging-steps", str(args.eval_steps),
+        "--early-stopping-patience", str(args.early_stopping_patience), "--num-audio-samples", "1",
+        "--prompt-seconds", "1.0", "--save-total-limit", "1", "--seed", str(args.seed), "--report-to", "none",
     ]
     if not args.full:
-        argv += ["--lora_rank", str(args.lora_rank)]
+        argv += ["--lora-rank", str(args.lora_rank)]
         if args.lora_target_modules:
-            argv += ["--lora_target_modules", args.lora_target_modules]
+            argv += ["--lora-target-modules", args.lora_target_modules]
     if args.push_to_hub:
-        argv += ["--push_to_hub", "True", "--hub_model_id", args.hub_model_id, *(["--hub_private", "True"] if args.hub_private else [])]
+        argv += ["--push-to-hub", "True", "--hub-model-id", args.hub_model_id, *(["--hub-private", "True"] if args.hub_private else [])]
     return argv + extra
 
 
 def main(args, extra: list[str] = ()) -> dict[str, float]:
     """Pieces, checks, tokens, training; returns train.py's final held-out metrics."""
-    train = load_script("train")
-    prepare = load_script("prepare_dataset")
     if args.push_to_hub and not args.hub_model_id:
-        raise UnusableAudio("--push_to_hub needs --hub_model_id")
+        raise UnusableAudio("--push-to-hub needs --hub-model-id")
     base, codec, semantic = resolve_base(args.base)
     with tempfile.TemporaryDirectory(prefix="soundstorm-voice-") as work:
         pieces = write_pieces(args, Path(work) / "pieces")

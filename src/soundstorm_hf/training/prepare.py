@@ -1,10 +1,10 @@
 """Turn an audio dataset into a SoundStorm token dataset: semantic ids + acoustic codes + metadata.
 
-    python training/prepare_dataset.py --dataset_name mythicinfinity/libritts_r --dataset_config clean \
-        --split train.clean.100 --codec descript/dac_16khz --semantic_tokenizer <tokenizer> --output_dir tokens/
+    python training/prepare_dataset.py --dataset-name mythicinfinity/libritts_r --dataset-config clean \
+        --split train.clean.100 --codec descript/dac_16khz --semantic-tokenizer <tokenizer> --output-dir tokens/
     accelerate launch training/prepare_dataset.py ...      # one shard at a time per process, GPU when present
 
-The work is cut into shards of `--shard_size` rows; each shard is tokenized and written on its own (to a temporary
+The work is cut into shards of `--shard-size` rows; each shard is tokenized and written on its own (to a temporary
 folder, then renamed), so a re-run skips the shards already written and continues where the last one stopped.
 `shards/manifest.json` records the arguments that decide what goes into a shard; a re-run with other ones is refused.
 Once every shard is there, they are joined into `output_dir` (`datasets.load_from_disk(output_dir)`), next to
@@ -29,7 +29,8 @@ from huggingface_hub import HfApi
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from soundstorm_hf.data import (
+from ..audio import prepare_waveform
+from ..data import (
     TOKENS_INFO_NAME,
     DROP_REASONS,
     AudioTokenizer,
@@ -40,13 +41,13 @@ from soundstorm_hf.data import (
     find_metadata_columns,
     token_features,
 )
-from soundstorm_hf.audio import prepare_waveform
-from soundstorm_hf.tokenizers import (
+from ..tokenizers import (
     OfflineMelCodec,
     OfflineMfccTokenizer,
     load_acoustic_codec,
     load_semantic_tokenizer,
 )
+from .command_line import prefer_dashes
 
 logger = logging.getLogger("prepare_dataset")
 CODEC_FOLDER, SEMANTIC_FOLDER, SHARDS_FOLDER = "codec", "semantic_tokenizer", "shards"
@@ -184,9 +185,9 @@ def tokenize_shard(rows: IterableDataset, tokenizer: AudioTokenizer, features, b
 def check_arguments(args: PrepareArguments) -> None:
     """Refuse, before any work, arguments that cannot work (the command line turns this into a usage error)."""
     if not args.fit_tokenizers and (args.codec is None or args.semantic_tokenizer is None):
-        raise argparse.ArgumentError(None, "give --codec and --semantic_tokenizer, or --fit_tokenizers to fit offline ones")
+        raise argparse.ArgumentError(None, "give --codec and --semantic-tokenizer, or --fit-tokenizers to fit offline ones")
     if args.push_to_hub and not args.hub_dataset_id:
-        raise argparse.ArgumentError(None, "--push_to_hub needs --hub_dataset_id")
+        raise argparse.ArgumentError(None, "--push-to-hub needs --hub-dataset-id")
 
 
 def record_shard_settings(shards_dir: Path, args: PrepareArguments) -> None:
@@ -307,10 +308,10 @@ def push_token_dataset(output_dir: Path, repo_id: str, private: bool = False) ->
     )
 
 
-def cli(argv: list[str] | None = None) -> None:
+def cli(argv: list[str] | None = None, prog: str | None = None) -> None:
     """The command line: arguments that cannot work end in a usage error (exit 2), a source without one usable row
     in a one-line error (exit 1); neither prints a traceback."""
-    parser = HfArgumentParser(PrepareArguments)
+    parser = prefer_dashes(HfArgumentParser(PrepareArguments, prog=prog, description=__doc__.split("\n\n")[0]))
     args = parser.parse_args_into_dataclasses(argv)[0]
     try:
         main(args)

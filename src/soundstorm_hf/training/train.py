@@ -1,7 +1,7 @@
 """Train SoundStorm on a token dataset with Accelerate: masked-token loss, evaluation, checkpoints, Hub push.
 
-    python training/train.py --dataset_name tokens/ --output_dir runs/small --model_preset small
-    python training/train.py training/configs/train_paper_350m.yaml --dataset_name tokens/ --output_dir runs/paper
+    python training/train.py --dataset-name tokens/ --output-dir runs/small --model-preset small
+    python training/train.py training/configs/train_paper_350m.yaml --dataset-name tokens/ --output-dir runs/paper
     accelerate launch --config_file training/configs/accelerate_ddp.yaml training/train.py <same arguments>
 
 A YAML or JSON file given first sets defaults; flags after it override them. The output folder ends up holding the
@@ -11,7 +11,7 @@ from (`codec/`, `semantic_tokenizer/`, named by the model config), a model card 
 
 A run stops early, never saving non-finite weights, when the loss stays non-finite (exit status 1); on SIGTERM or
 SIGINT it saves a checkpoint at the next step boundary and exits with 128 + the signal number (143, 130), so a
-scheduler sees an interrupted run. `--resume_from_checkpoint latest` continues either; `--export_from_checkpoint
+scheduler sees an interrupted run. `--resume-from-checkpoint latest` continues either; `--export-from-checkpoint
 latest` writes the model folder from a checkpoint without training.
 """
 
@@ -44,14 +44,10 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import HfArgumentParser, get_scheduler
 
-from soundstorm_hf import (
-    SoundStormConfig,
-    SoundStormDataCollator,
-    SoundStormForConditionalGeneration,
-    level_metrics,
-    trim_to_common_duration,
-)
-from soundstorm_hf.data import (
+from ..adapters import ADAPTER_INFO_NAME, weights_fingerprint
+from ..collator import SoundStormDataCollator, trim_to_common_duration
+from ..configuration_soundstorm import SoundStormConfig
+from ..data import (
     TOKEN_COLUMNS,
     TOKENS_INFO_NAME,
     LengthGroupedBatchSampler,
@@ -59,21 +55,22 @@ from soundstorm_hf.data import (
     check_token_columns,
     frame_counts,
 )
-from soundstorm_hf.pipeline import ADAPTER_INFO_NAME, weights_fingerprint
-from soundstorm_hf.text.t2s_training import CHECKED_CONFIG_FIELDS as T2S_CHECKED_FIELDS
-from soundstorm_hf.text.t2s_training import COLUMNS as T2S_COLUMNS
-from soundstorm_hf.text.t2s_training import T2STraining
-from soundstorm_hf.tokenizers import load_acoustic_codec, load_semantic_tokenizer
+from ..modeling_soundstorm import SoundStormForConditionalGeneration, level_metrics
+from ..text.t2s_training import CHECKED_CONFIG_FIELDS as T2S_CHECKED_FIELDS
+from ..text.t2s_training import COLUMNS as T2S_COLUMNS
+from ..text.t2s_training import T2STraining
+from ..tokenizers import load_acoustic_codec, load_semantic_tokenizer
+from .command_line import prefer_dashes
+from .prepare import CODEC_FOLDER, SEMANTIC_FOLDER
 
 logger = logging.getLogger("train")
-CODEC_FOLDER, SEMANTIC_FOLDER = "codec", "semantic_tokenizer"
 CHECKPOINTS_FOLDER, CHECKPOINT_PREFIX, CHECKPOINT_STATE = "checkpoints", "checkpoint-", "trainer_state.json"
 # The config fields a checkpoint must share with the run resuming it: what the weights mean, not where files live.
 CHECKED_CONFIG_FIELDS = [
     name for name in inspect.signature(SoundStormConfig.__init__).parameters
     if name not in ("self", "kwargs", "codec_name_or_path", "semantic_tokenizer_name_or_path")
 ]
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card.md"
 # The attention and feed-forward projections of every Conformer block.
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense")
 
@@ -82,7 +79,7 @@ LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "intermediate_d
 class ModelArguments:
     task: str = field(
         default="soundstorm",
-        metadata={"help": "soundstorm, or t2s: the text-to-semantic model (a LlamaForCausalLM, --model_preset tiny or "
+        metadata={"help": "soundstorm, or t2s: the text-to-semantic model (a LlamaForCausalLM, --model-preset tiny or "
                           "small) on the rows' text and semantic_ids (soundstorm_hf.text.t2s_training)."},
     )
     model_preset: str = field(default="small", metadata={"help": "tiny, small or paper (the 350M model)."})
@@ -93,7 +90,7 @@ class ModelArguments:
     gradient_checkpointing: bool = field(default=False)
     lora_rank: int = field(
         default=0,
-        metadata={"help": "Train LoRA adapters (peft) of this rank on --lora_target_modules of --model_name_or_path "
+        metadata={"help": "Train LoRA adapters (peft) of this rank on --lora-target-modules of --model-name-or-path "
                           "instead of every weight, and save the adapter alone. 0: train every weight."},
     )
     lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling numerator (default: twice the rank)."})
@@ -113,8 +110,8 @@ class DataArguments:
     min_frames: int = field(default=25, metadata={"help": "Rows shorter than this (acoustic frames) are left out."})
     min_crop_frames: int | None = field(
         default=None,
-        metadata={"help": "Draw each training window's length uniformly between this and --max_frames (the paper's "
-                          "random 0-30 s windows). Unset: only rows longer than --max_frames are cut, to it."},
+        metadata={"help": "Draw each training window's length uniformly between this and --max-frames (the paper's "
+                          "random 0-30 s windows). Unset: only rows longer than --max-frames are cut, to it."},
     )
     dataloader_num_workers: int = field(default=0)
 
@@ -154,7 +151,7 @@ class TrainingArguments:
     early_stopping_patience: int | None = field(
         default=None,
         metadata={"help": "Stop once the held-out loss has not improved for this many evaluations (it is also measured "
-                          "before the first step) and keep the weights of the best one. Default: train to --max_steps."},
+                          "before the first step) and keep the weights of the best one. Default: train to --max-steps."},
     )
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest decrease that counts as better."})
     report_to: str = field(default="tensorboard", metadata={"help": "Accelerate tracker(s), comma-separated, or none."})
@@ -163,11 +160,11 @@ class TrainingArguments:
     hub_private: bool = False
 
 
-def make_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+def make_parser(prog: str | None = None) -> HfArgumentParser:
+    return prefer_dashes(HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), prog=prog, description=__doc__.split("\n\n")[0]))
 
 
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+def parse_arguments(argv: list[str], prog: str | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Flags, optionally after a YAML/JSON file of defaults (later flags win).
 
     In the file, `null` leaves the default and a mapping or list (`config_overrides`) is passed on as JSON.
@@ -178,7 +175,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Tra
             item for key, value in defaults.items() if value is not None
             for item in (f"--{key}", json.dumps(value) if isinstance(value, (dict, list)) else str(value))
         ] + argv[1:]
-    return make_parser().parse_args_into_dataclasses(argv)
+    return make_parser(prog).parse_args_into_dataclasses(argv)
 
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> None:
@@ -188,43 +185,43 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
         max_steps=args.max_steps, logging_steps=args.logging_steps, eval_steps=args.eval_steps,
         save_steps=args.save_steps, save_total_limit=args.save_total_limit, max_frames=data_args.max_frames,
     )
-    problems = [f"--{name} {value} (must be at least 1)" for name, value in counts.items() if value < 1]
+    problems = [f"--{name.replace('_', '-')} {value} (must be at least 1)" for name, value in counts.items() if value < 1]
     if data_args.min_crop_frames is not None and not 1 <= data_args.min_crop_frames <= data_args.max_frames:
-        problems.append(f"--min_crop_frames {data_args.min_crop_frames} (must lie between 1 and --max_frames {data_args.max_frames})")
+        problems.append(f"--min-crop-frames {data_args.min_crop_frames} (must lie between 1 and --max-frames {data_args.max_frames})")
     if model_args.task not in ("soundstorm", "t2s"):
         problems.append(f"--task {model_args.task} (must be soundstorm or t2s)")
     if not args.learning_rate > 0:
-        problems.append(f"--learning_rate {args.learning_rate} (must be positive)")
+        problems.append(f"--learning-rate {args.learning_rate} (must be positive)")
     if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
-        problems.append(f"--early_stopping_patience {args.early_stopping_patience} (must be at least 1)")
+        problems.append(f"--early-stopping-patience {args.early_stopping_patience} (must be at least 1)")
     if model_args.lora_rank < 0:
-        problems.append(f"--lora_rank {model_args.lora_rank} (must be 0 or more)")
+        problems.append(f"--lora-rank {model_args.lora_rank} (must be 0 or more)")
     if model_args.lora_rank and not model_args.model_name_or_path:
-        problems.append("--lora_rank without --model_name_or_path (LoRA adapts a trained model)")
+        problems.append("--lora-rank without --model-name-or-path (LoRA adapts a trained model)")
     if model_args.lora_rank and model_args.task != "soundstorm":
-        problems.append(f"--lora_rank with --task {model_args.task} (LoRA is for SoundStorm fine-tuning)")
+        problems.append(f"--lora-rank with --task {model_args.task} (LoRA is for SoundStorm fine-tuning)")
     if model_args.lora_rank and importlib.util.find_spec("peft") is None:
-        problems.append("--lora_rank needs peft: pip install 'soundstorm-hf[lora]'")
+        problems.append("--lora-rank needs peft: pip install 'soundstorm-hf[lora]'")
     if args.max_nonfinite_steps < 0:
-        problems.append(f"--max_nonfinite_steps {args.max_nonfinite_steps} (must be 0 or more)")
+        problems.append(f"--max-nonfinite-steps {args.max_nonfinite_steps} (must be 0 or more)")
     try:
         overrides = json.loads(model_args.config_overrides or "{}")
     except json.JSONDecodeError as error:
         overrides = error
     if not isinstance(overrides, dict):
-        problems.append(f"--config_overrides {model_args.config_overrides!r} (must be a JSON object of config fields)")
+        problems.append(f"--config-overrides {model_args.config_overrides!r} (must be a JSON object of config fields)")
     try:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=args.output_dir).close()
     except OSError as error:
-        problems.append(f"--output_dir {args.output_dir} (not writable: {error.strerror})")
-    for flag, name in (("--resume_from_checkpoint", args.resume_from_checkpoint), ("--export_from_checkpoint", args.export_from_checkpoint)):
+        problems.append(f"--output-dir {args.output_dir} (not writable: {error.strerror})")
+    for flag, name in (("--resume-from-checkpoint", args.resume_from_checkpoint), ("--export-from-checkpoint", args.export_from_checkpoint)):
         if name not in (None, "latest") and not Path(name).is_dir():
             problems.append(f"{flag} {name} (no such folder)")
     if args.export_from_checkpoint == "latest" and find_checkpoint(args, "latest") is None:
-        problems.append(f"--export_from_checkpoint latest (no checkpoint in {checkpoint_root(args)})")
+        problems.append(f"--export-from-checkpoint latest (no checkpoint in {checkpoint_root(args)})")
     if args.push_to_hub and not args.hub_model_id:
-        problems.append("--push_to_hub without --hub_model_id")
+        problems.append("--push-to-hub without --hub-model-id")
     if problems:
         raise argparse.ArgumentError(None, "cannot train with " + "; ".join(problems))
 
@@ -252,7 +249,7 @@ def length_filtered(dataset: datasets.Dataset, min_frames: int, name: str) -> tu
     keep = [index for index, length in enumerate(lengths) if length >= min_frames]
     if not keep:
         raise ValueError(
-            f"Every row of the {name} dataset is shorter than --min_frames {min_frames} acoustic frames "
+            f"Every row of the {name} dataset is shorter than --min-frames {min_frames} acoustic frames "
             f"(longest: {max(lengths, default=0)})."
         )
     if len(keep) < len(lengths):
@@ -456,7 +453,7 @@ class RunStopped(Exception):
 def diverged(args: TrainingArguments, step: int, what: str, good_before: int) -> RunStopped:
     """The stop of a diverged run, naming the newest checkpoint older than `good_before` (whose weights gave a finite loss)."""
     good = [path for path in list_checkpoints(args) if checkpoint_step(path) < good_before]
-    last = f"resume from {good[-1]} with a lower --learning_rate" if good else "there is no good checkpoint to resume from"
+    last = f"resume from {good[-1]} with a lower --learning-rate" if good else "there is no good checkpoint to resume from"
     return RunStopped(f"Training diverged at step {step}: {what}. Nothing more was saved; {last}.", 1)
 
 
@@ -905,7 +902,7 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
                     number = stop.received or signal.SIGTERM  # the signal may have reached another process only
                     raise RunStopped(
                         f"Stopped by {signal.Signals(number).name} at step {step}; checkpoint saved in {saved}: "
-                        "the same command with --resume_from_checkpoint latest continues the run.", 128 + number
+                        "the same command with --resume-from-checkpoint latest continues the run.", 128 + number
                     )
                 if step >= last_step:
                     break
@@ -926,13 +923,13 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
     return metrics
 
 
-def cli(argv: list[str]) -> None:
+def cli(argv: list[str], prog: str | None = None) -> None:
     """The command line: arguments that cannot work are a usage error (exit 2); a run stopped early exits with the
     status of `RunStopped` after one line saying why."""
     try:
-        main(*parse_arguments(argv))
+        main(*parse_arguments(argv, prog))
     except argparse.ArgumentError as error:
-        make_parser().error(str(error))
+        make_parser(prog).error(str(error))
     except RunStopped as stop:
         logger.error("%s", stop)
         sys.exit(stop.exit_code)
