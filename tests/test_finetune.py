@@ -2,7 +2,11 @@
 espeak-ng utterances of one voice as long multi-sentence recordings in assorted formats, a LoRA adapter."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,6 +145,10 @@ def test_bad_input_is_refused_before_training(base, tmp_path, capsys, monkeypatc
     soundfile.write(short / "a.wav", *speech(SENTENCES[:3]))
     fails(capsys, run + [str(short)], "at least 30 s are needed")
     fails(capsys, run + [str(tmp_path / "missing")], "no such folder")
+    monkeypatch.chdir(tmp_path)  # relative names: a missing folder, never taken for a Hub id
+    fails(capsys, run + ["missing/"], "--audio: no such folder: missing/")
+    fails(capsys, run + ["empty/voice"], "--audio: no such folder: empty/voice")
+    fails(capsys, run + ["someone/voice-dataset"], "--audio: someone/voice-dataset is no local folder nor a Hub dataset")
     no_tokenizers = tmp_path / "no_tokenizers"
     shutil.copytree(base, no_tokenizers)
     shutil.rmtree(no_tokenizers / "codec")
@@ -166,3 +174,32 @@ def test_split_on_silences_cuts_long_recordings_in_pauses():
     pieces = finetune.split_on_silences(recording, rate, max_seconds=5)
     assert [round(seconds, 1) for _, seconds in pieces] == [4.0, 2.0]
     assert all(len(piece) <= 5 * rate for piece, _ in pieces)
+
+
+def test_a_finished_fine_tune_is_not_trained_over(adapter, base, voice_folder, capsys):
+    before = {path.name: path.read_bytes() for path in adapter.iterdir() if path.is_file()}
+    fails(capsys, ["finetune", "--audio", str(voice_folder), "--output", str(adapter), "--base", str(base)],
+          f"--output: {adapter} already holds a finished fine-tune (all_results.json): pass --overwrite")
+    assert {path.name: path.read_bytes() for path in adapter.iterdir() if path.is_file()} == before
+
+
+def test_sigterm_stops_finetune_with_143_and_no_traceback(base, voice_folder, tmp_path):
+    command = [sys.executable, "-m", "soundstorm_hf.cli", "finetune", "--audio", str(voice_folder), "--output",
+               str(tmp_path / "out"), "--base", str(base), "--max-steps", "1000", "--eval-steps", "1000",
+               "--skip-speaker-check", "--max-piece-seconds", "6", "--num-audio-samples", "0", "--logging-steps", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("step 2: {"):  # training
+                process.send_signal(signal.SIGTERM)
+                break
+        lines.append(process.communicate(timeout=120)[1])
+    finally:
+        process.kill()
+    output = "".join(lines)
+    assert process.returncode == 143, output[-3000:]
+    assert "Traceback" not in output and "Stopped by SIGTERM at step" in output.strip().splitlines()[-1], output[-3000:]
+    assert any((tmp_path / "out" / "checkpoints").iterdir()), "a checkpoint to continue from"

@@ -244,7 +244,7 @@ def test_mismatched_or_malformed_token_datasets_are_refused(tokens, tmp_path):
     with pytest.raises(ValueError, match="lacks the column"):
         check_token_columns(datasets.Dataset.from_dict({"semantic_ids": [[1, 2]]}))
     dataset = datasets.load_from_disk(str(tokens[0]))
-    with pytest.raises(ValueError, match="shorter than --min_frames 100000"):
+    with pytest.raises(ValueError, match="shorter than --min-frames 100000"):
         train.length_filtered(dataset, 100_000, "training")
 
 

@@ -118,7 +118,7 @@ def test_prepare_finishes_when_a_shard_drops_every_row(tokens, source, tmp_path)
     loaded = dict(codec=str(tokens / "codec"), semantic_tokenizer=str(tokens / "semantic_tokenizer"))
     with pytest.raises(SystemExit) as exit_info:  # through the command line: one line, no traceback
         prepare_dataset.cli(["--dataset_name", str(unusable), "--output_dir", str(tmp_path / "out"),
-                             "--codec", loaded["codec"], "--semantic_tokenizer", loaded["semantic_tokenizer"]])
+                             "--codec", loaded["codec"], "--semantic-tokenizer", loaded["semantic_tokenizer"]])
     error = str(exit_info.value.code)
     assert "\n" not in error and error.endswith("error: All 2 rows were dropped ({'decode_error': 1, 'silent': 1}): "
                                                "there is no token dataset to write."), error
@@ -155,7 +155,7 @@ def test_prepare_without_tokenizers_is_a_usage_error(source, tmp_path, capsys):
         prepare_dataset.cli(["--dataset_name", str(source), "--output_dir", str(tmp_path)])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert error.startswith("usage:") and "--codec and --semantic_tokenizer, or --fit_tokenizers" in error.splitlines()[-1]
+    assert error.startswith("usage:") and "--codec and --semantic-tokenizer, or --fit-tokenizers" in error.splitlines()[-1]
 
 
 def test_prepare_fitting_shows_progress_and_the_real_row_count(source, tmp_path, caplog, capsys, single_threaded_sklearn):
@@ -204,7 +204,7 @@ def test_divergence_stops_with_an_error_and_keeps_the_last_good_checkpoint(inter
     assert exit_info.value.code == 1
     error = caplog.records[-1]
     assert error.levelname == "ERROR" and error.getMessage().startswith("Training diverged at step 7: non-finite loss nan")
-    assert error.getMessage().endswith(f"resume from {output_dir / 'checkpoints' / 'checkpoint-3'} with a lower --learning_rate.")
+    assert error.getMessage().endswith(f"resume from {output_dir / 'checkpoints' / 'checkpoint-3'} with a lower --learning-rate.")
     assert not (output_dir / "model.safetensors").exists() and not (output_dir / "README.md").exists()
     kept = load_file(output_dir / "checkpoints" / "checkpoint-3" / "model.safetensors")
     assert all(torch.equal(kept[name], good[name]) for name in good)
@@ -315,18 +315,45 @@ def test_export_writes_a_loadable_model_folder_from_the_last_checkpoint(interrup
     assert (output_dir / "codec").is_dir() and "3 optimizer steps" in (output_dir / "README.md").read_text()
 
 
+def test_early_stopping_state_survives_a_resume(tokens, tmp_path):
+    """No evaluation beats the one before training (a threshold of 100), so with patience 2 and an evaluation every
+    2 steps the run stops at step 4 with the weights of step 0 — also when it was cut at step 2 and resumed."""
+    stopping = ("--eval_steps", "2", "--save_steps", "2", "--early_stopping_patience", "2", "--early_stopping_threshold", "100")
+    run_training(tokens, tmp_path / "whole", "--max_steps", "10", *stopping)
+    run_training(tokens, tmp_path / "cut", "--max_steps", "2", *stopping)
+    run_training(tokens, tmp_path / "cut", "--max_steps", "10", "--resume_from_checkpoint", "latest", *stopping)
+    results = [json.loads((tmp_path / run / "all_results.json").read_text()) for run in ("whole", "cut")]
+    assert [(result["step"], result["eval/best_step"]) for result in results] == [(4, 0), (4, 0)], results
+    assert results[0]["eval/initial_loss"] == results[1]["eval/initial_loss"]
+    whole, cut = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "cut"))
+    assert all(torch.equal(whole[name], cut[name]) for name in whole)
+
+
+def test_a_failure_while_writing_the_final_model_keeps_the_previous_one(tokens, tmp_path, monkeypatch):
+    run_training(tokens, tmp_path, "--max_steps", "2", "--save_steps", "1000")
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train, "render_model_card", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run_training(tokens, tmp_path, "--max_steps", "4", "--save_steps", "1000", "--seed", "1")
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == before
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Training: arguments checked at start
 
 
 @pytest.mark.parametrize("extra, named", [
-    (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps 0 (must be at least 1)"),
-    (["--max_frames", "0"], "--max_frames 0 (must be at least 1)"),
-    (["--save_total_limit", "0"], "--save_total_limit 0 (must be at least 1)"),
-    (["--min_crop_frames", "500"], "--min_crop_frames 500 (must lie between 1 and --max_frames"),
-    (["--config_overrides", "num_hidden_layers: 8"], "--config_overrides 'num_hidden_layers: 8' (must be a JSON object"),
-    (["--resume_from_checkpoint", "no/such/checkpoint"], "--resume_from_checkpoint no/such/checkpoint (no such folder)"),
-    (["--export_from_checkpoint", "latest"], "--export_from_checkpoint latest (no checkpoint in"),
+    (["--gradient_accumulation_steps", "0"], "--gradient-accumulation-steps 0 (must be at least 1)"),
+    (["--max_frames", "0"], "--max-frames 0 (must be at least 1)"),
+    (["--save_total_limit", "0"], "--save-total-limit 0 (must be at least 1)"),
+    (["--min_crop_frames", "500"], "--min-crop-frames 500 (must lie between 1 and --max-frames"),
+    (["--config_overrides", "num_hidden_layers: 8"], "--config-overrides 'num_hidden_layers: 8' (must be a JSON object"),
+    (["--resume_from_checkpoint", "no/such/checkpoint"], "--resume-from-checkpoint no/such/checkpoint (no such folder)"),
+    (["--export_from_checkpoint", "latest"], "--export-from-checkpoint latest (no checkpoint in"),
 ])
 def test_arguments_that_cannot_work_are_refused_before_any_step(extra, named, tokens, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -360,7 +387,7 @@ def test_an_unwritable_output_dir_is_refused_at_start(tokens, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.cli(train_arguments(tokens, tmp_path / "a-file" / "run"))
     assert exit_info.value.code == 2
-    assert f"--output_dir {tmp_path / 'a-file' / 'run'} (not writable: Not a directory)" in capsys.readouterr().err
+    assert f"--output-dir {tmp_path / 'a-file' / 'run'} (not writable: Not a directory)" in capsys.readouterr().err
 
 
 def test_yaml_config_takes_a_mapping_of_overrides_and_null(tokens, tmp_path):

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -42,6 +45,9 @@ MIN_GAP_SECONDS, PAD_SECONDS, MIN_PIECE_SECONDS = 0.3, 0.1, 1.0
 SPEAKER_CHECK_PIECES, SPEAKER_CENTROID_SIMILARITY, SPEAKER_MINORITY_SHARE = 24, 0.85, 0.2
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]")
+
+
 class UnusableAudio(ValueError):
     """The recordings cannot make a voice: reported as one line, before any training."""
 
@@ -49,7 +55,8 @@ class UnusableAudio(ValueError):
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument(*dashed("audio"), required=True, help="Folder of one speaker's recordings, or a datasets audio dataset (Hub id or save_to_disk folder).")
-    parser.add_argument(*dashed("output"), required=True, help="Folder to write the adapter (or model) to.")
+    parser.add_argument(*dashed("output"), required=True, help="Folder to write the adapter (or model) to. A run stopped before it finished continues there.")
+    parser.add_argument("--overwrite", action="store_true", help="Train anew into an --output that holds a finished fine-tune (or an unfinished one).")
     parser.add_argument(*dashed("base"), default="default", help="Base model: 'default' (the bundled one), a folder or a Hub id.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--lora", dest="full", action="store_false", help="Train a LoRA adapter (the default).")
@@ -78,11 +85,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 # Recordings -> pieces
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """`owner/dataset`, unless `owner` is a local folder (then `name` is a missing folder in it)."""
+    return HUB_ID.fullmatch(name) is not None and not Path(name.split("/")[0]).is_dir()
+
+
 def recordings(args):
     """`(name, mono float32 waveform, sampling rate)` for each recording; an unusable one (unreadable, empty, silent)
     is logged and comes with `None` for both, so that it only costs itself."""
     source = Path(args.audio).expanduser()
-    if not source.exists() and (source.is_absolute() or args.audio.startswith((".", "~")) or args.audio.count("/") != 1):
+    if not source.exists() and not looks_like_hub_id(args.audio):
         raise UnusableAudio(f"--audio: no such folder: {args.audio}")
     saved_dataset = any((source / marker).is_file() for marker in ("state.json", "dataset_dict.json"))
     if source.is_dir() and not saved_dataset:
@@ -92,7 +104,11 @@ def recordings(args):
             raise UnusableAudio(f"--audio: no audio files in {source} (looked for .{', .'.join(sorted(extensions))})")
         items = ((str(path), lambda path=path: load_audio(path)) for path in files)
     else:
-        dataset = prepare.load_audio_dataset(args.audio, args.dataset_config, args.split, False)
+        try:
+            dataset = prepare.load_audio_dataset(args.audio, args.dataset_config, args.split, False)
+        except Exception as error:  # offline, no such dataset, no access: named in one line
+            kind = "saved dataset" if source.exists() else "local folder nor a Hub dataset that can be loaded"
+            raise UnusableAudio(f"--audio: {args.audio} is no {kind}: {str(error).splitlines()[0]}") from None
         column = find_audio_column(dataset)
         dataset = dataset.cast_column(column, Audio(decode=False))
         items = ((f"{args.audio}[{index}]", lambda row=row: decode_audio(row[column])) for index, row in enumerate(dataset))
@@ -243,10 +259,27 @@ def train_arguments(args, base: str, tokens: Path, num_pieces: int, extra: list[
     return argv + extra
 
 
+def resume_or_start(args) -> list[str]:
+    """train.py's flags for `--output`: continue a run stopped there, start anew with `--overwrite`; a finished
+    fine-tune there is refused without `--overwrite` (it would be trained over)."""
+    output = Path(args.output)
+    finished = [name for name in (train.RESULTS_NAME, "adapter_model.safetensors", "model.safetensors") if (output / name).exists()]
+    if args.overwrite:
+        shutil.rmtree(train.checkpoint_root(train.TrainingArguments(output_dir=args.output)), ignore_errors=True)
+        return []
+    if finished:
+        raise UnusableAudio(
+            f"--output: {output} already holds a finished fine-tune ({finished[0]}): pass --overwrite to train a new "
+            "one there, or choose another folder"
+        )
+    return ["--resume-from-checkpoint", "latest"]  # nothing to resume: a fresh start
+
+
 def main(args, extra: list[str] = ()) -> dict[str, float]:
     """Pieces, checks, tokens, training; returns train.py's final held-out metrics."""
     if args.push_to_hub and not args.hub_model_id:
         raise UnusableAudio("--push-to-hub needs --hub-model-id")
+    resume = resume_or_start(args)
     base, codec, semantic = resolve_base(args.base)
     with tempfile.TemporaryDirectory(prefix="soundstorm-voice-") as work:
         pieces = write_pieces(args, Path(work) / "pieces")
@@ -257,19 +290,35 @@ def main(args, extra: list[str] = ()) -> dict[str, float]:
             dataset_name=str(Path(work) / "pieces"), output_dir=str(tokens), codec=codec, semantic_tokenizer=semantic,
             min_duration=MIN_PIECE_SECONDS / 2, batch_size=8,
         ))
-        return train.main(*train.parse_arguments(train_arguments(args, base, tokens, len(pieces), list(extra))))
+        argv = train_arguments(args, base, tokens, len(pieces), [*resume, *extra])
+        return train.main(*train.parse_arguments(argv))
+
+
+def stop_on_sigterm(number, frame) -> None:
+    """Before training (which saves a checkpoint first), SIGTERM stops at once: its temporary files are removed."""
+    raise train.RunStopped(f"Stopped by {signal.Signals(number).name} before training started.", 128 + number)
 
 
 def cli(argv: list[str], prog: str | None = None) -> None:
-    """Unusable input or base is one line on stderr and exit status 1; anything else keeps its traceback."""
+    """Unusable input or base is one line on stderr and exit status 1; SIGTERM or Ctrl-C one line and 143 or 130 (the
+    run continues from its checkpoint when started again); anything else keeps its traceback."""
     parser = build_parser(prog)
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         main(args, extra)
     except UnusableAudio as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except train.RunStopped as stop:
+        print(f"{parser.prog}: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted before training started", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

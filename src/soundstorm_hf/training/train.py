@@ -24,6 +24,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import sys
@@ -40,6 +41,7 @@ import yaml
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import ProjectConfiguration, set_seed
 from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import HfArgumentParser, get_scheduler
@@ -65,6 +67,7 @@ from .prepare import CODEC_FOLDER, SEMANTIC_FOLDER
 
 logger = logging.getLogger("train")
 CHECKPOINTS_FOLDER, CHECKPOINT_PREFIX, CHECKPOINT_STATE = "checkpoints", "checkpoint-", "trainer_state.json"
+RESULTS_NAME = "all_results.json"  # written last into the output folder: its presence means the run finished
 # The config fields a checkpoint must share with the run resuming it: what the weights mean, not where files live.
 CHECKED_CONFIG_FIELDS = [
     name for name in inspect.signature(SoundStormConfig.__init__).parameters
@@ -340,11 +343,15 @@ def with_lora(model: SoundStormForConditionalGeneration, model_args: ModelArgume
 
 class EarlyStopping:
     """Ends a run whose held-out loss has not improved for `patience` evaluations; remembers the best trainable
-    weights (LoRA adapters alone are small) so that the run can end with them."""
+    weights (LoRA adapters alone are small) so that the run can end with them. Checkpoints keep its state, so a
+    resumed run stops (and ends with the weights) as the uninterrupted one would."""
+
+    STATE_NAME, WEIGHTS_NAME = "early_stopping.json", "early_stopping_best.safetensors"
 
     def __init__(self, patience: int, threshold: float):
         self.patience, self.threshold = patience, threshold
         self.best_loss, self.best_step, self.best_metrics, self.best_weights, self.worse = math.inf, 0, {}, {}, 0
+        self.initial_loss = math.nan  # the held-out loss before the first step
 
     def should_stop(self, model, metrics: dict[str, float], step: int) -> bool:
         loss = metrics["eval/loss"]  # NaN never counts as better
@@ -361,6 +368,20 @@ class EarlyStopping:
             if name in self.best_weights:
                 parameter.copy_(self.best_weights[name])
 
+    def save(self, folder: Path) -> None:
+        state = {key: getattr(self, key) for key in ("best_loss", "best_step", "best_metrics", "worse", "initial_loss")}
+        (folder / self.STATE_NAME).write_text(json.dumps(state, indent=2))  # JSON's Infinity and NaN read back
+        save_file({name: tensor.contiguous().cpu() for name, tensor in self.best_weights.items()}, folder / self.WEIGHTS_NAME)
+
+    def load(self, folder: Path, device) -> bool:
+        """Restores the state saved in checkpoint `folder`; False when it has none (a run without early stopping)."""
+        if not (folder / self.STATE_NAME).is_file():
+            return False
+        for key, value in json.loads((folder / self.STATE_NAME).read_text()).items():
+            setattr(self, key, value)
+        self.best_weights = {name: tensor.to(device) for name, tensor in load_file(folder / self.WEIGHTS_NAME).items()}
+        return True
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints: `checkpoints/checkpoint-<step>`, each written under a temporary name and renamed once complete.
@@ -370,7 +391,8 @@ def checkpoint_root(args: TrainingArguments) -> Path:
     return Path(args.output_dir) / CHECKPOINTS_FOLDER
 
 
-def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int, config: SoundStormConfig, model) -> Path:
+def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int, config: SoundStormConfig, model,
+                    stopper: EarlyStopping | None = None) -> Path:
     check_finite_weights(accelerator, model, step, args)
     root = checkpoint_root(args)
     final, temporary = root / f"{CHECKPOINT_PREFIX}{step}", root / f"tmp-{CHECKPOINT_PREFIX}{step}"
@@ -381,6 +403,8 @@ def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {"step": step, "model_config": comparable(config), "training": training_settings(args, accelerator)}
+        if stopper is not None:
+            stopper.save(temporary)
         (temporary / CHECKPOINT_STATE).write_text(json.dumps(state, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         temporary.rename(final)
@@ -678,18 +702,26 @@ def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, i
         return
     output_dir = Path(args.output_dir)
     unwrapped = accelerator.unwrap_model(model)
+    staging = output_dir / "tmp-final"  # complete files only ever appear under their final names
+    shutil.rmtree(staging, ignore_errors=True)
     if t2s:
-        t2s.save(output_dir, unwrapped, state_dict)
+        t2s.save(staging, unwrapped, state_dict)
     elif adapter_base:  # the tokenizers stay with the base model
-        unwrapped.save_pretrained(output_dir, state_dict=state_dict)
-        (output_dir / ADAPTER_INFO_NAME).write_text(json.dumps({**adapter_base, "step": step}, indent=2) + "\n")
-        render_adapter_card(args, info, adapter_base, unwrapped.active_peft_config, step, metrics).save(output_dir / "README.md")
+        unwrapped.save_pretrained(staging, state_dict=state_dict)
+        (staging / ADAPTER_INFO_NAME).write_text(json.dumps({**adapter_base, "step": step}, indent=2) + "\n")
+        render_adapter_card(args, info, adapter_base, unwrapped.active_peft_config, step, metrics).save(staging / "README.md")
     else:
-        unwrapped.save_pretrained(output_dir, state_dict=state_dict)
-        codec.save_pretrained(output_dir / CODEC_FOLDER)
-        semantic_tokenizer.save_pretrained(output_dir / SEMANTIC_FOLDER)
-        render_model_card(output_dir, args, data_args, info, unwrapped.config, step, metrics).save(output_dir / "README.md")
-    (output_dir / "all_results.json").write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n")
+        unwrapped.save_pretrained(staging, state_dict=state_dict)
+        codec.save_pretrained(staging / CODEC_FOLDER)
+        semantic_tokenizer.save_pretrained(staging / SEMANTIC_FOLDER)
+        render_model_card(output_dir, args, data_args, info, unwrapped.config, step, metrics).save(staging / "README.md")
+    (staging / RESULTS_NAME).write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n")
+    for path in sorted(staging.iterdir(), key=lambda path: path.name == RESULTS_NAME):  # the results last: finished
+        target = output_dir / path.name
+        if path.is_dir() and target.is_dir():
+            shutil.rmtree(target)
+        os.replace(path, target)
+    staging.rmdir()
     logger.info("Model of step %d written to %s", step, output_dir)
     if args.push_to_hub:
         logger.info("Pushed to %s", push_to_hub(output_dir, args.hub_model_id, args.hub_private))
@@ -816,9 +848,14 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
     stopper = None
     if args.early_stopping_patience and step < last_step:
         stopper = EarlyStopping(args.early_stopping_patience, args.early_stopping_threshold)
-        initial_loss = evaluation(model, eval_loader, accelerator, collator, args.seed)["eval/loss"]
-        stopper.should_stop(model, {"eval/loss": initial_loss}, step)
-        logger.info("step %d: held-out loss before training %.4f", step, initial_loss)
+        if checkpoint is not None and stopper.load(checkpoint, accelerator.device):
+            logger.info("Early stopping resumed: best held-out loss %.4f at step %d", stopper.best_loss, stopper.best_step)
+            if stopper.worse >= stopper.patience:  # the checkpoint's run had stopped there
+                last_step = step
+        else:
+            stopper.initial_loss = evaluation(model, eval_loader, accelerator, collator, args.seed)["eval/loss"]
+            stopper.should_stop(model, {"eval/loss": stopper.initial_loss}, step)
+            logger.info("step %d: held-out loss before training %.4f", step, stopper.initial_loss)
 
     model.train()
     metrics, running_loss, running_steps = {}, torch.zeros((), device=accelerator.device), 0
@@ -896,7 +933,7 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
                         last_step = progress.total = step
                 stopping = stop_requests > 0 and step < last_step
                 if step % args.save_steps == 0 or step == last_step or stopping:
-                    saved = save_checkpoint(accelerator, args, step, config, model)
+                    saved = save_checkpoint(accelerator, args, step, config, model, stopper)
                     unconfirmed_checkpoint = True
                 if stopping:
                     number = stop.received or signal.SIGTERM  # the signal may have reached another process only
@@ -913,7 +950,7 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
             stopper.restore_best(model)
             metrics = stopper.best_metrics or evaluation(model, eval_loader, accelerator, collator, args.seed)
             logger.info("Kept the weights of step %d (held-out loss %.4f)", stopper.best_step, stopper.best_loss)
-        metrics = {**metrics, "eval/initial_loss": initial_loss, "eval/best_step": stopper.best_step}
+        metrics = {**metrics, "eval/initial_loss": stopper.initial_loss, "eval/best_step": stopper.best_step}
     if not metrics:  # resumed at max_steps or exporting: nothing was trained, but the card still needs figures
         metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
     accelerator.wait_for_everyone()
