@@ -4,8 +4,6 @@ espeak-ng utterances of one voice as long multi-sentence recordings in assorted 
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -20,6 +18,7 @@ from soundstorm_hf.pipeline import SoundStormPipeline
 from soundstorm_hf.training import finetune
 
 from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401  (the shared tiny model folder)
+from test_training import terminate_at_line
 
 pytest.importorskip("peft")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -187,19 +186,7 @@ def test_sigterm_stops_finetune_with_143_and_no_traceback(base, voice_folder, tm
     command = [sys.executable, "-m", "soundstorm_hf.cli", "finetune", "--audio", str(voice_folder), "--output",
                str(tmp_path / "out"), "--base", str(base), "--max-steps", "1000", "--eval-steps", "1000",
                "--skip-speaker-check", "--max-piece-seconds", "6", "--num-audio-samples", "0", "--logging-steps", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    lines = []
-    try:
-        for line in process.stderr:
-            lines.append(line)
-            if line.startswith("step 2: {"):  # training
-                process.send_signal(signal.SIGTERM)
-                break
-        lines.append(process.communicate(timeout=120)[1])
-    finally:
-        process.kill()
-    output = "".join(lines)
-    assert process.returncode == 143, output[-3000:]
+    returncode, output = terminate_at_line(command, {**os.environ, "OMP_NUM_THREADS": "1"}, "step 2: {")  # training
+    assert returncode == 143, output[-3000:]
     assert "Traceback" not in output and "Stopped by SIGTERM at step" in output.strip().splitlines()[-1], output[-3000:]
     assert any((tmp_path / "out" / "checkpoints").iterdir()), "a checkpoint to continue from"

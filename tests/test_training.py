@@ -6,6 +6,7 @@ offline tokenizers, starting Python with torch) happen a handful of times.
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,22 @@ def run_training(dataset: Path, output_dir: Path, *extra: str, launcher: list[st
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
+
+
+def terminate_at_line(command: list[str], env: dict, prefix: str) -> tuple[int, str]:
+    """Runs `command`, sends it SIGTERM once a line of its stderr starts with `prefix`; its exit status and stderr."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith(prefix):
+                process.send_signal(signal.SIGTERM)
+                break
+        lines.append(process.communicate(timeout=120)[1])
+    finally:
+        process.kill()
+    return process.returncode, "".join(lines)
 
 
 def scalars(output_dir: Path, tag: str) -> list[float]:
@@ -266,3 +283,19 @@ def test_length_grouped_batches_cover_every_row_once_and_reshuffle_per_epoch():
     assert list(sampler) == first
     sampler.set_epoch(1)
     assert list(sampler) != first
+
+
+def test_frame_budget_batches_fill_the_budget_and_keep_their_count_across_epochs():
+    lengths = [100] * 40 + torch.randint(10, 100, (63,)).tolist()  # many rows cut to the longest window, as in training
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=8, seed=0, max_frames_per_batch=400)
+    epochs = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        epochs.append(list(sampler))
+        assert sorted(i for batch in epochs[-1] for i in batch) == list(range(103)) and len(epochs[-1]) == len(sampler)
+        assert all(len(batch) * max(lengths[i] for i in batch) <= 400 for batch in epochs[-1])
+    assert len(epochs[0]) < len(lengths) / 4 + 10, "short rows come in larger batches than 400 // 100"
+    assert {tuple(sorted(batch)) for batch in epochs[0]} != {tuple(sorted(batch)) for batch in epochs[1]}
+    sampler.set_epoch(0)
+    assert list(sampler) == epochs[0]
+    assert [len(batch) for batch in LengthGroupedBatchSampler([500, 50], 8, max_frames_per_batch=400)] in ([1, 1],)

@@ -9,7 +9,6 @@ import json
 import logging
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 
@@ -20,7 +19,7 @@ import soundfile
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
-from test_training import ENV, REPO, prepare_dataset, train
+from test_training import ENV, REPO, prepare_dataset, terminate_at_line, train
 
 from soundstorm_hf import SoundStormForConditionalGeneration
 from soundstorm_hf.data import TokenDatasetInfo
@@ -255,19 +254,8 @@ def test_sigterm_exits_cleanly_and_the_resumed_run_matches_an_uninterrupted_one(
     command = [sys.executable, str(REPO / "training" / "train.py"),
                *train_arguments(tokens, interrupted_dir, "--max_steps", "1000", "--save_steps", "1000")]
     env = {**ENV, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same arithmetic as the runs in this process
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    lines = []
-    try:
-        for line in process.stderr:
-            lines.append(line)
-            if line.startswith("step 2: {"):
-                process.send_signal(signal.SIGTERM)
-                break
-        lines.append(process.communicate(timeout=120)[1])
-    finally:
-        process.kill()
-    output = "".join(lines)
-    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    returncode, output = terminate_at_line(command, env, "step 2: {")
+    assert returncode == 128 + signal.SIGTERM, output[-3000:]
     (checkpoint,) = (interrupted_dir / "checkpoints").iterdir()
     step = train.checkpoint_step(checkpoint)
     assert f"Stopped by SIGTERM at step {step}; checkpoint saved in {checkpoint}" in output and "Traceback" not in output
@@ -313,6 +301,22 @@ def test_export_writes_a_loadable_model_folder_from_the_last_checkpoint(interrup
             torch.testing.assert_close(tensor, checkpoint[name], rtol=0, atol=0, msg=name)
     assert json.loads((output_dir / "all_results.json").read_text())["step"] == 3
     assert (output_dir / "codec").is_dir() and "3 optimizer steps" in (output_dir / "README.md").read_text()
+
+
+def test_batches_by_frame_budget_train_and_report_their_padding(tokens, tmp_path, caplog, monkeypatch):
+    forward, shapes = SoundStormForConditionalGeneration.forward, []
+
+    def record_shape(self, *args, **kwargs):
+        if self.training:
+            shapes.append(tuple(kwargs["acoustic_ids"].shape[::2]))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(SoundStormForConditionalGeneration, "forward", record_shape)
+    caplog.set_level(logging.INFO, logger="train")
+    run_training(tokens, tmp_path, "--max_steps", "2", "--save_steps", "1000", "--max-frames-per-batch", "200")
+    assert shapes == [(4, 50), (4, 50)], shapes  # 4 rows of 50 frames fill 200; --per_device_batch_size 2 is unused
+    logged = [message for message in caplog.messages if message.startswith("step 2: {'train/loss'")]
+    assert logged and "'train/padding': 0.0" in logged[0], logged
 
 
 def test_early_stopping_state_survives_a_resume(tokens, tmp_path):

@@ -10,6 +10,7 @@ json against the model config (`TokenDatasetInfo.check`), then batches rows of s
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -274,8 +275,12 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Batches of rows of similar length, in random order: little padding, yet every epoch shuffled.
 
     Rows are shuffled, cut into mega-batches of `mega_batch_size` batches, each mega-batch is sorted by length and
-    cut into batches, and the batches are shuffled. The order depends only on `seed` and the epoch (`set_epoch`),
-    so a resumed run sees the same batches as an uninterrupted one.
+    cut into batches, and the batches are shuffled. With `max_frames_per_batch`, the whole set is sorted instead and
+    cut into batches of as many rows as fit that many padded frames (rows x the longest), so short rows come in large
+    batches and every step costs about the same; `batch_size` is then unused. Rows of equal length (those cut to the
+    longest window) are shuffled among themselves, so batches differ from epoch to epoch while their number does not.
+    The order depends only on `seed` and the epoch (`set_epoch`), so a resumed run sees the same batches as an
+    uninterrupted one.
     """
 
     def __init__(
@@ -286,6 +291,7 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         drop_last: bool = False,
         mega_batch_size: int = 50,
+        max_frames_per_batch: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
@@ -293,25 +299,46 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_last, self.mega_batch_size = drop_last, mega_batch_size
         self.epoch = 0
+        self.budget_sizes = None if max_frames_per_batch is None else batch_sizes_within(
+            self.lengths.sort(descending=True).values.tolist(), max_frames_per_batch
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
+        if self.budget_sizes is not None:
+            return len(self.budget_sizes)
         count = len(self.lengths) / self.batch_size
         return math.floor(count) if self.drop_last else math.ceil(count)
 
     def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator) if self.shuffle else torch.arange(len(self.lengths))
-        span = self.batch_size * self.mega_batch_size
         batches = []
-        for start in range(0, len(order), span):
-            mega = order[start : start + span]
-            mega = mega[torch.argsort(self.lengths[mega], descending=True, stable=True)]
-            batches.extend(mega[i : i + self.batch_size].tolist() for i in range(0, len(mega), self.batch_size))
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
+        if self.budget_sizes is not None:
+            order = order[torch.argsort(self.lengths[order], descending=True, stable=True)].tolist()
+            for start, size in zip(itertools.accumulate(self.budget_sizes, initial=0), self.budget_sizes):
+                batches.append(order[start : start + size])
+        else:
+            span = self.batch_size * self.mega_batch_size
+            for start in range(0, len(order), span):
+                mega = order[start : start + span]
+                mega = mega[torch.argsort(self.lengths[mega], descending=True, stable=True)]
+                batches.extend(mega[i : i + self.batch_size].tolist() for i in range(0, len(mega), self.batch_size))
+            if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+                batches.pop()
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         yield from batches
+
+
+def batch_sizes_within(sorted_lengths: Sequence[int], max_frames: int) -> list[int]:
+    """Sizes of consecutive batches of `sorted_lengths` (longest first) whose rows x longest stay within `max_frames`;
+    a row longer than that is a batch of its own."""
+    sizes, start = [], 0
+    while start < len(sorted_lengths):
+        size = max(1, max_frames // max(1, sorted_lengths[start]))
+        sizes.append(min(size, len(sorted_lengths) - start))
+        start += sizes[-1]
+    return sizes

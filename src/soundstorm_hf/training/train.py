@@ -57,7 +57,7 @@ from ..data import (
     check_token_columns,
     frame_counts,
 )
-from ..modeling_soundstorm import SoundStormForConditionalGeneration, level_metrics
+from ..modeling_soundstorm import SoundStormForConditionalGeneration, SoundStormModel, level_metrics
 from ..text.t2s_training import CHECKED_CONFIG_FIELDS as T2S_CHECKED_FIELDS
 from ..text.t2s_training import COLUMNS as T2S_COLUMNS
 from ..text.t2s_training import T2STraining
@@ -116,6 +116,11 @@ class DataArguments:
         metadata={"help": "Draw each training window's length uniformly between this and --max-frames (the paper's "
                           "random 0-30 s windows). Unset: only rows longer than --max-frames are cut, to it."},
     )
+    max_frames_per_batch: int | None = field(
+        default=None,
+        metadata={"help": "Batch by a budget of padded frames (rows x longest) instead of --per-device-batch-size: rows "
+                          "of similar length together, as many as fit, so that each step fills the device alike."},
+    )
     dataloader_num_workers: int = field(default=0)
 
 
@@ -133,7 +138,14 @@ class TrainingArguments:
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any transformers scheduler name."})
     warmup_steps: int = 1000
     max_steps: int = 100_000
-    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: accelerate config)."})
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "no, fp16 or bf16 (autocast over fp32 weights; default: accelerate config)."}
+    )
+    compile_blocks: bool = field(
+        default=False,
+        metadata={"help": "torch.compile each Conformer block (regional: one block is compiled and reused, so compiling "
+                          "takes seconds, not minutes). Pays off on a GPU."},
+    )
     logging_steps: int = 50
     eval_steps: int = 1000
     save_steps: int = 1000
@@ -189,6 +201,8 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
         save_steps=args.save_steps, save_total_limit=args.save_total_limit, max_frames=data_args.max_frames,
     )
     problems = [f"--{name.replace('_', '-')} {value} (must be at least 1)" for name, value in counts.items() if value < 1]
+    if data_args.max_frames_per_batch is not None and data_args.max_frames_per_batch < data_args.max_frames:
+        problems.append(f"--max-frames-per-batch {data_args.max_frames_per_batch} (must be at least --max-frames {data_args.max_frames})")
     if data_args.min_crop_frames is not None and not 1 <= data_args.min_crop_frames <= data_args.max_frames:
         problems.append(f"--min-crop-frames {data_args.min_crop_frames} (must lie between 1 and --max-frames {data_args.max_frames})")
     if model_args.task not in ("soundstorm", "t2s"):
@@ -261,14 +275,17 @@ def length_filtered(dataset: datasets.Dataset, min_frames: int, name: str) -> tu
     return dataset, [lengths[index] for index in keep]
 
 
-def make_loader(dataset, lengths, batch_size, max_frames, shuffle, seed, num_workers, columns=TOKEN_COLUMNS):
+def make_loader(dataset, lengths, batch_size, data_args: DataArguments, shuffle, seed, columns=TOKEN_COLUMNS):
     """A loader of lists of rows of similar (cropped) length; they are cropped and masked by `masked_batch`."""
-    sampler = LengthGroupedBatchSampler([min(length, max_frames) for length in lengths], batch_size, shuffle, seed)
+    sampler = LengthGroupedBatchSampler(
+        [min(length, data_args.max_frames) for length in lengths], batch_size, shuffle, seed,
+        max_frames_per_batch=data_args.max_frames_per_batch,
+    )
     return torch.utils.data.DataLoader(
         dataset.with_format("torch", columns=list(columns)),
         batch_sampler=sampler,
         collate_fn=list,
-        num_workers=num_workers,
+        num_workers=data_args.dataloader_num_workers,
         generator=torch.Generator().manual_seed(seed),  # worker seeds drawn here leave the global RNG alone
     )
 
@@ -486,6 +503,32 @@ def check_finite_weights(accelerator: Accelerator, model, step: int, args: Train
     bad = sum((~parameter.detach().isfinite()).sum() for parameter in model.parameters())
     if accelerator.reduce(torch.as_tensor(bad, device=accelerator.device), reduction="sum").item():
         raise diverged(args, step, "the weights hold non-finite values", good_before=step)
+
+
+def skip_update_unless_finite(optimizer, checks: torch.Tensor) -> None:
+    """Makes the next step of the fused AdamW a no-op on the device when `checks` (loss, gradient norm) hold a NaN or
+    inf: weights, moments and step count stay as they were, and the host never waits for the device to decide. (Under
+    fp16 the loss scaler sets the same flag from the gradients.)"""
+    optimizer.optimizer.found_inf = (~checks.sum().isfinite()).float()  # the attribute fused kernels (and GradScaler) use
+
+
+class PendingSteps:
+    """Each optimizer step's summed (loss, gradient norm), kept on the device until the loop reads them all in one
+    transfer (at logging, evaluation and checkpoint steps): reading them every step would stall the GPU's queue."""
+
+    def __init__(self):
+        self.steps, self.checks = [], []
+
+    def add(self, step: int, checks: torch.Tensor) -> None:
+        self.steps.append(step)
+        self.checks.append(checks)
+
+    def read(self) -> list[tuple[int, float, float]]:
+        """`(step, loss sum, gradient norm sum)` of every step since the last read."""
+        values = torch.stack(self.checks).tolist() if self.checks else []
+        read = [(step, loss, norm) for step, (loss, norm) in zip(self.steps, values)]
+        self.steps, self.checks = [], []
+        return read
 
 
 class StopSignals:
@@ -799,11 +842,16 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
         model = SoundStormForConditionalGeneration(config)
     if model_args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if args.compile_blocks:
+        for block in (layer for module in model.modules() if isinstance(module, SoundStormModel) for layer in module.layers):
+            block.compile(dynamic=True)  # in place: the state dict keeps its names
     adapter_base = None
     if model_args.lora_rank:
         model, adapter_base = with_lora(model, model_args)
+    # Fused: one kernel for all parameters, and a step that `skip_update_unless_finite` can cancel on the device.
     optimizer = torch.optim.AdamW(
-        [parameter for parameter in model.parameters() if parameter.requires_grad], lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.weight_decay
+        [parameter for parameter in model.parameters() if parameter.requires_grad], lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.weight_decay, fused=True,
     )
     # The prepared scheduler steps once per process at each optimizer step, hence the scaling.
     scheduler = get_scheduler(
@@ -815,8 +863,8 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
         config, max_frames=data_args.max_frames, min_frames=data_args.min_crop_frames, seed=args.seed
     )
     columns = T2S_COLUMNS if t2s else TOKEN_COLUMNS
-    train_loader = make_loader(dataset, lengths, args.per_device_batch_size, data_args.max_frames, True, args.seed, data_args.dataloader_num_workers, columns)
-    eval_loader = make_loader(eval_dataset, eval_lengths, args.per_device_batch_size, data_args.max_frames, False, args.seed, data_args.dataloader_num_workers, columns)
+    train_loader = make_loader(dataset, lengths, args.per_device_batch_size, data_args, True, args.seed, columns)
+    eval_loader = make_loader(eval_dataset, eval_lengths, args.per_device_batch_size, data_args, False, args.seed, columns)
     train_sampler = train_loader.batch_sampler  # kept: accelerate's wrappers do not pass `set_epoch` on to it
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # Sharded across processes; rows stay on the CPU until `masked_batch` has made them a batch.
@@ -858,8 +906,9 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
             logger.info("step %d: held-out loss before training %.4f", step, stopper.initial_loss)
 
     model.train()
-    metrics, running_loss, running_steps = {}, torch.zeros((), device=accelerator.device), 0
-    step_loss, nonfinite_in_a_row, frames, clock = torch.zeros((), device=accelerator.device), 0, 0, time.perf_counter()
+    metrics, running_loss, running_steps, grad_norm = {}, 0.0, 0, math.nan
+    step_loss, pending = torch.zeros((), device=accelerator.device), PendingSteps()
+    nonfinite_in_a_row, frames, padded_frames, clock = 0, 0, 0, time.perf_counter()
     unconfirmed_checkpoint = False  # the newest checkpoint's weights have not given a finite loss yet
     progress = tqdm(total=last_step, initial=step, desc="training", unit="step", disable=not accelerator.is_main_process or step >= last_step)
     with StopSignals() as stop, logging_redirect_tqdm(), progress:
@@ -873,55 +922,59 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
             for index, rows in enumerate(loader, start=skipped):
                 batch = masked_batch(collator, rows, hash((args.seed, accelerator.process_index, epoch, index)), accelerator.device)
                 frames += sum(min(len(row["acoustic_ids"][0]), data_args.max_frames) for row in rows)
+                padded_frames += math.prod(batch["labels"].shape[::2])  # (batch, levels, frames): rows x frames
                 with accelerator.accumulate(model):
                     output = model(**batch)
                     accelerator.backward(output.loss)
                     step_loss += output.loss.detach().float() / args.gradient_accumulation_steps
                     if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                        # One reduction gives every process the same decisions: a sum is finite only if every term
-                        # is. Under fp16 the loss scaler itself skips steps with inf gradients: only the loss counts.
-                        checks = torch.stack([
-                            step_loss,
-                            grad_norm.float() if accelerator.scaler is None else torch.zeros_like(step_loss),
-                            torch.tensor(float(stop.received is not None), device=accelerator.device),
-                        ])
-                        loss_sum, norm_sum, stop_requests = accelerator.reduce(checks, reduction="sum").tolist()
-                        finite = math.isfinite(loss_sum + norm_sum)
-                        if finite:  # a skipped step leaves weights, optimizer and schedule as they were
-                            optimizer.step()
-                            scheduler.step()
+                        norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                        # Summed over processes, so that every process takes the same decision: a sum is finite only
+                        # if every term is. Under fp16 the loss scaler itself skips steps with inf gradients.
+                        checks = accelerator.reduce(torch.stack([step_loss, norm.float()]), reduction="sum")
+                        skip_update_unless_finite(optimizer, checks if accelerator.scaler is None else checks[:1])
+                        optimizer.step()
+                        scheduler.step()  # the schedule counts skipped steps too: deciding would read the device
                     optimizer.zero_grad()
                 if not accelerator.sync_gradients:
                     continue
                 step += 1
                 progress.update()
-                if finite:
-                    running_loss += step_loss
-                    running_steps += 1
-                    nonfinite_in_a_row = 0
-                    if unconfirmed_checkpoint and accelerator.is_main_process:
-                        rotate_checkpoints(args)
-                    unconfirmed_checkpoint = False
-                else:
+                pending.add(step, checks)
+                step_loss = torch.zeros_like(step_loss)
+                logging_now = step % args.logging_steps == 0 or step == last_step
+                scheduled = logging_now or step % args.eval_steps == 0 or step % args.save_steps == 0
+                # The device is read (one transfer) where every process reads it, or when this lone process is stopped.
+                if not (scheduled or (stop.received is not None and accelerator.num_processes == 1)):
+                    continue
+                for pending_step, loss_sum, norm_sum in pending.read():
+                    grad_norm = norm_sum / accelerator.num_processes
+                    if math.isfinite(loss_sum + (norm_sum if accelerator.scaler is None else 0.0)):
+                        running_loss += loss_sum / accelerator.num_processes
+                        running_steps += 1
+                        nonfinite_in_a_row = 0
+                        if unconfirmed_checkpoint and accelerator.is_main_process:
+                            rotate_checkpoints(args)
+                        unconfirmed_checkpoint = False
+                        continue
                     nonfinite_in_a_row += 1
                     what = f"non-finite loss {loss_sum} (gradient norm {norm_sum}) {nonfinite_in_a_row} step(s) in a row"
-                    if nonfinite_in_a_row > args.max_nonfinite_steps or step == last_step:
+                    if nonfinite_in_a_row > args.max_nonfinite_steps or pending_step == last_step:
                         # The weights of the step before the first non-finite loss are suspect too.
-                        raise diverged(args, step, what, good_before=step - nonfinite_in_a_row)
-                    logger.warning("step %d: %s, update skipped (the run stops at %d)", step, what, args.max_nonfinite_steps + 1)
-                step_loss.zero_()
-                if step % args.logging_steps == 0 or step == last_step:
+                        raise diverged(args, pending_step, what, good_before=pending_step - nonfinite_in_a_row)
+                    logger.warning("step %d: %s, update skipped (the run stops at %d)", pending_step, what, args.max_nonfinite_steps + 1)
+                stop_requests = accelerator.reduce(torch.tensor(float(stop.received is not None), device=accelerator.device), reduction="sum").item()
+                if logging_now:
                     # NaN when every step since the last log was skipped: never reported as a loss of 0.
-                    loss = accelerator.reduce(running_loss, reduction="mean").item() / running_steps if running_steps else math.nan
+                    loss = running_loss / running_steps if running_steps else math.nan
                     frames_per_second = frames * accelerator.num_processes / (time.perf_counter() - clock)
-                    logs = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
-                            "train/epoch": epoch, "train/frames_per_second": frames_per_second}
+                    logs = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/grad_norm": grad_norm,
+                            "train/epoch": epoch, "train/frames_per_second": frames_per_second,
+                            "train/padding": 1 - frames / padded_frames}
                     accelerator.log(logs, step=step)
                     logger.info("step %d: %s", step, {k: round(v, 5) for k, v in logs.items()})
                     progress.set_postfix_str(f"loss {loss:.4f}, {frames_per_second:.0f} frames/s")
-                    running_loss.zero_()
-                    running_steps, frames, clock = 0, 0, time.perf_counter()
+                    running_loss, running_steps, frames, padded_frames, clock = 0.0, 0, 0, 0, time.perf_counter()
                 if step % args.eval_steps == 0 or step == last_step:
                     check_finite_weights(accelerator, model, step, args)
                     metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
