@@ -225,8 +225,13 @@ def run_variants(args):
         cell = {"seconds": seconds, "batch": batch_size, "frames": frames}
         for name in names:
             model, step, flush = variant_step(config, device, VARIANTS[name], examples)
-            with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
-                step()  # also the first warm-up step (and compilation)
+            try:
+                with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+                    step()  # also the first warm-up step (and compilation)
+            except Exception as error:  # e.g. a compiler that fails on this machine: the other variants still count
+                cell[name] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+                print(f"{seconds:g}s x{batch_size} {name}: failed, {cell[name]['error']}", flush=True)
+                continue
             for _ in range(args.warmup):
                 step()
             flush()
@@ -245,9 +250,9 @@ def run_variants(args):
             del model, step, flush
             print(f"{seconds:g}s x{batch_size} {name}: {step_s * 1000:.1f} ms/step, {cell[name]['frames_per_s']:.0f} frames/s"
                   + (f", MFU {cell[name]['mfu']:.1%}" if peak else ""), flush=True)
-        baseline = cell.get("baseline")
-        if baseline:
-            for name in names:
+        baseline = cell.get("baseline", {})
+        for name in names:
+            if "step_s" in baseline and "step_s" in cell[name]:
                 cell[name]["speedup"] = baseline["step_s"] / cell[name]["step_s"]
         results["cells"].append(cell)
         write_json(out, results)

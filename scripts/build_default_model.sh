@@ -14,7 +14,8 @@
 #   5. training    training/train.py, `small` preset (width 256, 6 layers, 8 x 1024 codes, semantic vocab 64),
 #                  batch 64, random 3-15 s windows, bf16 on a GPU (fp32 on a CPU: set STEPS lower or expect days).
 #                  The shipped model: one H200, bf16, stopped by a 280 s wall budget at step 1878 (see its README.md);
-#                  on a GPU pass DEVICE_ARGS="--mixed_precision bf16".
+#                  on a GPU pass DEVICE_ARGS="--mixed_precision bf16". Later rounds continue from the shipped
+#                  weights in one GPU call each: training/gpu_round.sh (training/README.md, "A GPU round").
 #   6. packaging   model (fp16 safetensors) + config + generation config + codec/ + semantic_tokenizer/ + card
 #                  -> src/soundstorm_hf/default/
 #   7. evaluation  scripts/evaluate_conversion.py --sweep --write-generation-config -> benchmarks/results/default_model/

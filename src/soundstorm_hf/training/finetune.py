@@ -1,7 +1,7 @@
 """Fine-tune SoundStorm on one speaker's recordings: a LoRA adapter (default) or the full model.
 
     soundstorm-hf finetune --audio my_voice/ --output my_voice_adapter [--base default|FOLDER|HUB_ID] [--lora|--full]
-    python training/finetune_voice.py --audio user/voice-dataset --split train --output my_voice_adapter
+    soundstorm-hf finetune --audio user/voice-dataset --split train --output my_voice_adapter
 
 The recordings (a folder of audio files in any format soundfile reads, at any rate, mono or stereo; or a `datasets`
 audio dataset: Hub id or `save_to_disk` folder) are split on silences into pieces of at most `--max-piece-seconds`,

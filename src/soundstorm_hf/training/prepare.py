@@ -1,8 +1,8 @@
 """Turn an audio dataset into a SoundStorm token dataset: semantic ids + acoustic codes + metadata.
 
-    python training/prepare_dataset.py --dataset-name mythicinfinity/libritts_r --dataset-config clean \
+    soundstorm-hf prepare --dataset-name mythicinfinity/libritts_r --dataset-config clean \
         --split train.clean.100 --codec descript/dac_16khz --semantic-tokenizer <tokenizer> --output-dir tokens/
-    accelerate launch training/prepare_dataset.py ...      # one shard at a time per process, GPU when present
+    accelerate launch -m soundstorm_hf.training.prepare ...      # one shard at a time per process, GPU when present
 
 The work is cut into shards of `--shard-size` rows; each shard is tokenized and written on its own (to a temporary
 folder, then renamed), so a re-run skips the shards already written and continues where the last one stopped.

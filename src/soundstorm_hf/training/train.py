@@ -1,8 +1,8 @@
 """Train SoundStorm on a token dataset with Accelerate: masked-token loss, evaluation, checkpoints, Hub push.
 
-    python training/train.py --dataset-name tokens/ --output-dir runs/small --model-preset small
-    python training/train.py training/configs/train_paper_350m.yaml --dataset-name tokens/ --output-dir runs/paper
-    accelerate launch --config_file training/configs/accelerate_ddp.yaml training/train.py <same arguments>
+    soundstorm-hf train --dataset-name tokens/ --output-dir runs/small --model-preset small
+    soundstorm-hf train training/configs/train_paper_350m.yaml --dataset-name tokens/ --output-dir runs/paper
+    accelerate launch --config_file training/configs/accelerate_ddp.yaml -m soundstorm_hf.training.train <same arguments>
 
 A YAML or JSON file given first sets defaults; flags after it override them. The output folder ends up holding the
 model (`save_pretrained`: weights, config, generation config), the codec and semantic tokenizer the tokens came
@@ -138,6 +138,11 @@ class TrainingArguments:
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any transformers scheduler name."})
     warmup_steps: int = 1000
     max_steps: int = 100_000
+    max_seconds: float | None = field(
+        default=None,
+        metadata={"help": "Wall-clock budget of the run, loading included: at the first logging step past it, the run "
+                          "ends as at --max-steps (evaluation, checkpoint, model folder). Default: none."},
+    )
     mixed_precision: str | None = field(
         default=None, metadata={"help": "no, fp16 or bf16 (autocast over fp32 weights; default: accelerate config)."}
     )
@@ -808,6 +813,7 @@ def release(accelerator: Accelerator) -> None:
 
 
 def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> dict[str, float]:
+    started = time.perf_counter()
     set_seed(args.seed, device_specific=True)  # each process draws its own crops, masks and dropout
 
     dataset, info, location = load_token_dataset(data_args.dataset_name)
@@ -908,7 +914,7 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
     model.train()
     metrics, running_loss, running_steps, grad_norm = {}, 0.0, 0, math.nan
     step_loss, pending = torch.zeros((), device=accelerator.device), PendingSteps()
-    nonfinite_in_a_row, frames, padded_frames, clock = 0, 0, 0, time.perf_counter()
+    nonfinite_in_a_row, frames, padded_frames, clock = 0, torch.zeros((), device=accelerator.device), 0, time.perf_counter()
     unconfirmed_checkpoint = False  # the newest checkpoint's weights have not given a finite loss yet
     progress = tqdm(total=last_step, initial=step, desc="training", unit="step", disable=not accelerator.is_main_process or step >= last_step)
     with StopSignals() as stop, logging_redirect_tqdm(), progress:
@@ -921,8 +927,8 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
             skipped, batches_to_skip = batches_to_skip, 0
             for index, rows in enumerate(loader, start=skipped):
                 batch = masked_batch(collator, rows, hash((args.seed, accelerator.process_index, epoch, index)), accelerator.device)
-                frames += sum(min(len(row["acoustic_ids"][0]), data_args.max_frames) for row in rows)
-                padded_frames += math.prod(batch["labels"].shape[::2])  # (batch, levels, frames): rows x frames
+                frames += batch["attention_mask"].sum()  # on the device: read when logged
+                padded_frames += batch["attention_mask"].numel()  # (batch, frames)
                 with accelerator.accumulate(model):
                     output = model(**batch)
                     accelerator.backward(output.loss)
@@ -963,18 +969,26 @@ def train(accelerator: Accelerator, model_args: ModelArguments, data_args: DataA
                         # The weights of the step before the first non-finite loss are suspect too.
                         raise diverged(args, pending_step, what, good_before=pending_step - nonfinite_in_a_row)
                     logger.warning("step %d: %s, update skipped (the run stops at %d)", pending_step, what, args.max_nonfinite_steps + 1)
-                stop_requests = accelerator.reduce(torch.tensor(float(stop.received is not None), device=accelerator.device), reduction="sum").item()
+                out_of_time = args.max_seconds is not None and time.perf_counter() - started > args.max_seconds
+                stop_requests, late = accelerator.reduce(torch.tensor([float(stop.received is not None), float(out_of_time)], device=accelerator.device), reduction="sum").tolist()
+                if late and step < last_step:
+                    logger.info("step %d: --max-seconds %g reached, ending the run here", step, args.max_seconds)
+                    last_step = progress.total = step
+                    logging_now = True
                 if logging_now:
                     # NaN when every step since the last log was skipped: never reported as a loss of 0.
                     loss = running_loss / running_steps if running_steps else math.nan
-                    frames_per_second = frames * accelerator.num_processes / (time.perf_counter() - clock)
+                    # Frames the model attends to (a dropped voice prompt counts as padding), on every process.
+                    attended = accelerator.reduce(frames, reduction="sum").item()
+                    frames_per_second = attended / (time.perf_counter() - clock)
                     logs = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/grad_norm": grad_norm,
                             "train/epoch": epoch, "train/frames_per_second": frames_per_second,
-                            "train/padding": 1 - frames / padded_frames}
+                            "train/padding": 1 - attended / (padded_frames * accelerator.num_processes)}
                     accelerator.log(logs, step=step)
                     logger.info("step %d: %s", step, {k: round(v, 5) for k, v in logs.items()})
                     progress.set_postfix_str(f"loss {loss:.4f}, {frames_per_second:.0f} frames/s")
-                    running_loss, running_steps, frames, padded_frames, clock = 0.0, 0, 0, 0, time.perf_counter()
+                    running_loss, running_steps, padded_frames, clock = 0.0, 0, 0, time.perf_counter()
+                    frames.zero_()
                 if step % args.eval_steps == 0 or step == last_step:
                     check_finite_weights(accelerator, model, step, args)
                     metrics = evaluation(model, eval_loader, accelerator, collator, args.seed)
