@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from soundstorm_hf.configuration_soundstorm import SoundStormConfig
 from soundstorm_hf.data import TOKENS_INFO_NAME
@@ -170,14 +171,20 @@ def run_round(args: argparse.Namespace) -> dict:
 
 
 def assemble(returned: Path, init: Path, output: Path) -> None:
-    """A complete model folder: the tokenizers (and card) of `init`, the weights and configs that came back."""
+    """A complete model folder: the tokenizers (and card) of `init`, the weights and configs that came back. `output`
+    may be `init` itself (e.g. the package's default folder in a working tree, so that the next round starts there)."""
     SoundStormConfig.from_pretrained(returned)  # refuse anything that is not a returned model folder
-    weights = {path.name for path in init.glob("model*.safetensors*")}  # the init's own weights, not its tokenizers'
-    shutil.copytree(init, output, dirs_exist_ok=True, ignore=lambda folder, names: weights if Path(folder) == init else ())
-    model = SoundStormForConditionalGeneration.from_pretrained(returned, dtype=torch.float16)
-    model.save_pretrained(output)  # one file, as the package ships it
-    if (returned / "round.json").is_file():
-        shutil.copy(returned / "round.json", output / "round.json")
+    if output.resolve() != init.resolve():
+        weights = {path.name for path in init.glob("model*.safetensors*")}  # the init's own weights, not its tokenizers'
+        shutil.copytree(init, output, dirs_exist_ok=True, ignore=lambda folder, names: weights if Path(folder) == init else ())
+    state_dict = SoundStormForConditionalGeneration.from_pretrained(returned, dtype=torch.float16).state_dict()
+    for stale in output.glob("model*.safetensors*"):
+        stale.unlink()
+    save_file({name: tensor.contiguous() for name, tensor in state_dict.items()}, output / "model.safetensors",
+              metadata={"format": "pt"})  # one file, as the package ships it
+    for name in (*MODEL_FILES, "round.json"):
+        if (returned / name).is_file():
+            shutil.copy(returned / name, output / name)
     print(f"model folder {output}: weights of {returned}, tokenizers of {init}")
 
 
