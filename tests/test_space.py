@@ -17,6 +17,7 @@ gr = pytest.importorskip("gradio", reason="the Space needs gradio (pip install '
 from gradio_client import Client, handle_file  # noqa: E402
 
 import soundstorm_hf.app  # noqa: E402
+import soundstorm_hf.space  # noqa: E402
 from soundstorm_hf.app import Limits, example_files, launch_demo  # noqa: E402
 from soundstorm_hf.audio import synthesize_speech  # noqa: E402
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espea
 
 from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: E402, F401  (the shared tiny model)
 
-SPACE_APP = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
+SPACE_APP = Path(soundstorm_hf.space.__file__).parent / "template" / "app.py"
 
 # The screenshot goes to pytest's temporary folder; SOUNDSTORM_SCREENSHOT=docs/space.png refreshes the committed one.
 SCREENSHOT_ENV = "SOUNDSTORM_SCREENSHOT"
@@ -170,7 +171,7 @@ def test_browser_runs_a_conversion(server, tmp_path):
 
 
 def test_space_entry_point_serves_the_model_its_variable_names_under_zerogpu(tiny_pipeline_folder, monkeypatch, tmp_path):
-    """spaces/app.py as the Hub runs it: the model from SOUNDSTORM_MODEL, each handler wrapped by ZeroGPU's
+    """The Space's app.py as the Hub runs it: the model from SOUNDSTORM_MODEL, each handler wrapped by ZeroGPU's
     `spaces.GPU`, uploads limited at the server; a model that cannot load stops the Space with one line."""
     zerogpu, on_gpu, served, launched = types.ModuleType("spaces"), [], [], []
     zerogpu.GPU = lambda handler: on_gpu.append(handler.__name__) or handler
