@@ -123,7 +123,8 @@ def measure(system, clips) -> dict:
 
 def markdown(results: dict) -> str:
     lines = ["# Offline codec resynthesis on held-out real speech", "",
-             "Written by `scripts/measure_codec.py` (see its docstring for the metrics).", ""]
+             "Written by `scripts/measure_codec.py` (see its docstring for the metrics). Codecs: "
+             + ", ".join(f"{name} = `{folder}`" for name, folder in results["codecs"].items() if folder) + ".", ""]
     for clip_set, rows in results["clip_sets"].items():
         lines += [f"## {clip_set} ({rows['original']['audio_seconds']} s)", "",
                   "| system | WER | F0 error | encode CPU / audio | decode CPU / audio |", "|---|---|---|---|---|"]
@@ -157,7 +158,9 @@ def main() -> None:
     machine = {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
                "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     clip_sets = {name: read_clips(*location) for name, location in CLIP_SETS.items()}
-    results = {"machine": machine, "clip_sets": {name: {} for name in clip_sets}}
+    results = {"machine": machine, "codecs": {"default_mel": None if args.no_default else str(DEFAULT_CODEC.relative_to(
+        DEFAULT_CODEC.parents[3])), **dict(spec.split("=", 1) for spec in args.codec)},
+        "clip_sets": {name: {} for name in clip_sets}}
     for system_name, system in systems(args).items():
         for set_name, clips in clip_sets.items():
             row = measure(system, clips)
