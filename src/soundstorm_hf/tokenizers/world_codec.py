@@ -65,7 +65,8 @@ class WorldCodec(FittedTokenizerMixin, AcousticCodec):
     hours of training speech.
 
     Padding: each item is analysed and synthesized on its valid samples / frames alone, so a padded batch gives each
-    item exactly what it gets alone.
+    item exactly what it gets alone. Memory: WORLD holds two 513-bin spectra per 5 ms, about 100 MB per minute of
+    audio in one call; the pipeline encodes and decodes in chunks of 30 s.
     """
 
     config_name = CODEC_CONFIG_NAME
