@@ -50,7 +50,9 @@ def first_seconds(waveforms: Iterator[np.ndarray], seconds: float) -> Iterator[n
 def asterisk_prompts(seed: int) -> Iterator[np.ndarray]:
     files = sorted(ASTERISK_PROMPTS.rglob("*.g722"))
     if not files:
-        raise FileNotFoundError(f"No Asterisk prompts in {ASTERISK_PROMPTS}: apt-get install asterisk-core-sounds-en-g722")
+        raise FileNotFoundError(
+            f"No Asterisk prompts in {ASTERISK_PROMPTS}: apt-get install asterisk-core-sounds-en-g722"
+        )
     random.Random(seed).shuffle(files)
     for path in files:
         pcm = subprocess.run(
@@ -62,7 +64,8 @@ def asterisk_prompts(seed: int) -> Iterator[np.ndarray]:
 
 
 def flite_speech(voice: str, seed: int) -> Iterator[np.ndarray]:
-    sentences = [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [line.strip() for line in SENTENCES.read_text().splitlines()]
+    sentences = [line for line in lines if line and not line.startswith("#")]
     random.Random(seed).shuffle(sentences)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "speech.wav"

@@ -93,7 +93,9 @@ def systems(args) -> dict:
             for tracker in args.pitch_trackers:
                 if tracker != codec.pitch_tracker:
                     other = load_acoustic_codec(folder, pitch_tracker=tracker)
-                    found[f"{name}:encoded_with_{tracker}"] = lambda waveform, codec=other: resynthesize(codec, waveform)
+                    found[f"{name}:encoded_with_{tracker}"] = lambda waveform, codec=other: resynthesize(
+                        codec, waveform
+                    )
     return found
 
 
@@ -133,7 +135,7 @@ def markdown(results: dict) -> str:
                          f"{row['decode_rt']:.3f} |")
         lines.append("")
     lines.append(f"Machine: {results['machine']['processor']}, load average at start "
-                 f"{results['machine']['load_average_at_start']} (CPU time, not wall time, is what the RT columns count).")
+                 f"{results['machine']['load_average_at_start']} (the RT columns count CPU time, not wall time).")
     return "\n".join(lines) + "\n"
 
 
