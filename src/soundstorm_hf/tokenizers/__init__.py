@@ -9,6 +9,7 @@ from .offline_semantic import OfflineMfccTokenizer
 from .phonetic_semantic import CtcPhoneticTokenizer, PhoneRecognizer
 from .ssl_semantic import SSLKMeansTokenizer
 from .transformers_codecs import DacCodec, EncodecCodec, MimiCodec
+from .world_codec import WorldCodec
 
 __all__ = [
     "AcousticCodec",
@@ -23,6 +24,7 @@ __all__ = [
     "PhoneRecognizer",
     "SSLKMeansTokenizer",
     "SemanticTokenizer",
+    "WorldCodec",
     "load_acoustic_codec",
     "load_semantic_tokenizer",
 ]

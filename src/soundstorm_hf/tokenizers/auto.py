@@ -21,9 +21,10 @@ from .offline_semantic import OfflineMfccTokenizer
 from .phonetic_semantic import CtcPhoneticTokenizer
 from .ssl_semantic import SSLKMeansTokenizer
 from .transformers_codecs import DacCodec, EncodecCodec, MimiCodec
+from .world_codec import WorldCodec
 
 # "type" in our json -> class. For the transformers adapters it is also the checkpoint's `model_type`.
-ACOUSTIC_CODECS = {cls.tokenizer_type: cls for cls in (OfflineMelCodec, DacCodec, EncodecCodec, MimiCodec)}
+ACOUSTIC_CODECS = {cls.tokenizer_type: cls for cls in (OfflineMelCodec, WorldCodec, DacCodec, EncodecCodec, MimiCodec)}
 SEMANTIC_TOKENIZERS = {
     cls.tokenizer_type: cls
     for cls in (OfflineMfccTokenizer, CtcPhoneticTokenizer, SSLKMeansTokenizer, MimiSemanticTokenizer)
