@@ -218,6 +218,10 @@ def test_python_and_the_cli_speak_through_the_model_folders_t2s(trained, tiny_pi
     with pytest.raises(SystemExit):
         cli.main(["tts", "hello", str(output), "--model", str(folder), "--t2s", str(tmp_path / "nothing")])
     assert "--t2s: T2S model folder not found" in capsys.readouterr().err
+    random_t2s(64, tiny_pipeline().semantic_tokenizer.frame_rate).save_pretrained(folder / "t2s")
+    with pytest.raises(SystemExit):
+        cli.main(["tts", "hello", str(output), "--model", str(folder)])
+    assert f"--t2s: cannot use {folder}/t2s: The T2S model writes 64 semantic ids" in capsys.readouterr().err
 
 
 def test_find_t2s_one_rule_for_every_route(trained, tmp_path, monkeypatch):

@@ -160,11 +160,13 @@ def text_speaker(args, settings: dict):
     if args.t2s not in (None, "none") and not Path(args.t2s).is_dir():
         raise UserError(f"--t2s: T2S model folder not found: {args.t2s}")
     pipe = prepared_pipeline(args, settings)
+    model = resolve_model(args.model)
     try:
-        t2s = load_t2s(resolve_model(args.model), args.t2s, args.device)
+        t2s = load_t2s(model, args.t2s, args.device)
         return TextToSpeech(pipe, engine=args.engine, max_characters=args.max_characters, t2s=t2s)
     except (OSError, ValueError) as error:
-        raise UserError(f"--t2s: cannot use the T2S model: {str(error).splitlines()[0]}") from None
+        where = args.t2s or f"{model}/t2s"
+        raise UserError(f"--t2s: cannot use {where}: {str(error).splitlines()[0]}") from None
 
 
 def run_tts(args) -> None:
