@@ -189,7 +189,7 @@ def test_dialogue_with_a_t2s_model(trained, tiny_pipeline_folder, tmp_path):
     timeline = output["timeline"]
     assert [turn["speaker"] for turn in timeline] == ["A", "B", "A"]
     for turn, ids in zip(timeline, t2s.generate(SENTENCES[:3], do_sample=False)):
-        assert turn["end"] - turn["start"] == pytest.approx(len(ids) / frame_rate, abs=1 / rate)
+        assert 0 < turn["end"] - turn["start"] <= len(ids) / frame_rate + 1 / rate  # trimmed to its speech
     for before, after in zip(timeline, timeline[1:]):
         assert after["start"] - before["end"] == pytest.approx(0.25, abs=1 / rate)
     assert timeline[-1]["end"] == pytest.approx(len(output["audio"]) / rate)

@@ -15,6 +15,7 @@ from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
 from soundstorm_hf.audio import AudioSource, prepare_waveform, stream_waveform, synthesize_speech
 from soundstorm_hf.pipeline import SoundStormPipeline
 from soundstorm_hf.text import TextToSpeech, Turn, parse_dialogue, render_text
+from soundstorm_hf.text.frontend import TURN_EDGE_SECONDS, speech_span
 from soundstorm_hf.tokenizers import OfflineMelCodec, OfflineMfccTokenizer
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -124,6 +125,36 @@ def test_dialogue_timeline_and_checks(voice_prompt):
     assert gaps == pytest.approx(expected, abs=1 / rate), "the pauses are drawn from the seed"
     for before, after in zip(timeline, timeline[1:]):
         assert not np.any(output["audio"][round(before["end"] * rate) + 1 : round(after["start"] * rate) - 1])
+    edge = round(TURN_EDGE_SECONDS * rate)
+    for turn in timeline:  # each turn is its speech and an edge: the pause heard is the one drawn
+        audio = output["audio"][round(turn["start"] * rate) : round(turn["end"] * rate)]
+        start, end = speech_span(audio, rate)
+        assert start <= edge and len(audio) - end <= edge + 1
+
+
+def test_dialogue_pauses_heard_are_the_pauses_drawn(voice_prompt, monkeypatch):
+    """Turns are trimmed to their speech, so the content's own leading and trailing silence adds no pause."""
+    pipe = tiny_pipeline()
+    rate = pipe.sampling_rate
+    speech = prepare_waveform(*synthesize_speech("hello there", "en"), rate).numpy()
+    silence = np.zeros(rate // 2, dtype=np.float32)
+    monkeypatch.setattr(pipe.__class__, "__call__", lambda self, audio, **kwargs: {"audio": np.concatenate([silence, speech, silence]), "sampling_rate": rate})
+    output = TextToSpeech(pipe).dialogue("[A] Hi. [B] Hello.", {"A": voice_prompt, "B": voice_prompt}, pause_seconds=0.3)
+    first, second = output["timeline"]
+    inner = speech_span(speech, rate)
+    heard = (second["start"] + inner[0] / rate) - (first["start"] + inner[1] / rate)
+    frame = 0.05
+    assert 0.3 <= heard <= 0.3 + 2 * TURN_EDGE_SECONDS + 2 * frame, heard
+
+
+def test_speech_span_finds_speech_between_silences():
+    speech, rate = synthesize_speech("hello there", "en")
+    silence = np.zeros(rate // 2, dtype=np.float32)
+    start, end = speech_span(np.concatenate([silence, speech, silence]), rate)
+    inner = speech_span(speech, rate)
+    frame = round(0.05 * rate)
+    assert abs(start - (len(silence) + inner[0])) <= frame and abs(end - (len(silence) + inner[1])) <= frame
+    assert speech_span(np.zeros(rate, dtype=np.float32), rate) is None
 
 
 def test_each_dialogue_turn_is_prompted_by_the_turn_before(voice_prompt):

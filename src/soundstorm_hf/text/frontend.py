@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from ..audio import AudioSource, stream_waveform, synthesize_speech
+from ..audio import LEVEL_FRAME_SECONDS, AudioSource, frame_powers, speech_power, stream_waveform, synthesize_speech
 from ..pipeline import BUNDLED_DEFAULT_MODEL, DEFAULT_MODEL_NAME, SoundStormPipeline
 from ..tokenizers.base import local_folder, local_path_or_hub_id
 from .t2s import TextToSemantic
@@ -33,6 +33,11 @@ NO_T2S = "none"  # `t2s=NO_T2S`: the offline front end even where the model fold
 PAUSE_SECONDS = (0.2, 0.8)
 # How much of the previous turn prompts the next one (with the speaker's voice prompt before it and the pause after).
 TURN_CONTEXT_SECONDS = 2.0
+# Each turn is trimmed to its speech (`speech_span`) and this much on either side, so that the pause a listener hears
+# is the one drawn, not that plus the silence the content starts and ends with.
+TURN_EDGE_SECONDS = 0.05
+# A 50 ms frame is speech when its power is within this of the utterance's speech level (`speech_power`).
+SPEECH_FLOOR_DB = 30.0
 SPEAKER_TAG = re.compile(r"\[([^\[\]]*)\]")
 
 
@@ -167,9 +172,9 @@ class TextToSpeech:
         by its speaker's voice prompt followed by the last `context_seconds` of the turn before and the pause between
         them (within half the model's window), so that it follows at the conversation's level and rhythm.
         `pause_seconds` is a fixed pause or a `(shortest, longest)` range that each pause is drawn from (uniformly,
-        seeded by `seed`). Every turn and prompt is checked and rendered before the first is generated. Returns
-        `{"audio", "sampling_rate", "timeline"}`, the timeline a list of `{"speaker", "text", "start", "end"}` in
-        seconds.
+        seeded by `seed`), between turns trimmed to their speech. Every turn and prompt is checked and rendered before
+        the first is generated. Returns `{"audio", "sampling_rate", "timeline"}`, the timeline a list of
+        `{"speaker", "text", "start", "end"}` in seconds.
         """
         self._check_length(transcript, "The transcript")
         shortest, longest = (pause_seconds, pause_seconds) if np.isscalar(pause_seconds) else pause_seconds
@@ -197,6 +202,10 @@ class TextToSpeech:
             else:
                 prompt, pipe = voice_prompts[turn.speaker], self.pipe
             audio = self._speak(content, prompt, generate_kwargs, pipe)["audio"].astype(np.float32, copy=False)
+            span = speech_span(audio, rate)
+            if span is not None:
+                edge = round(TURN_EDGE_SECONDS * rate)
+                audio = audio[max(0, span[0] - edge) : span[1] + edge]
             pieces.append(audio)
             end = start + len(audio) / rate
             timeline.append({"speaker": turn.speaker, "text": turn.text, "start": start, "end": end})
@@ -223,6 +232,18 @@ class TextToSpeech:
         pipe = copy.copy(self.pipe)  # shares the model and tokenizers; only the context differs
         pipe.context_seconds = len(prompt) / rate
         return (prompt, rate), pipe
+
+
+def speech_span(audio: np.ndarray, sampling_rate: int) -> tuple[int, int] | None:
+    """Samples `[start, end)` of `audio` `(samples,)` from its first to past its last speech frame (within
+    `SPEECH_FLOOR_DB` of its speech level); None where nothing is audible."""
+    powers = frame_powers(audio, sampling_rate)
+    level = speech_power(powers)
+    if level is None:
+        return None
+    frames = np.flatnonzero(powers > level * 10 ** (-SPEECH_FLOOR_DB / 10))
+    size = max(1, round(LEVEL_FRAME_SECONDS * sampling_rate))  # frame_powers' frame
+    return int(frames[0]) * size, min(len(audio), (int(frames[-1]) + 1) * size)
 
 
 def find_t2s(model_name_or_path: str | Path, t2s: str | Path | None = None) -> Path | None:
