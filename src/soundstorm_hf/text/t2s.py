@@ -172,7 +172,8 @@ class TextToSemantic:
         """Fewest and most semantic ids for a text of `num_text_tokens` phoneme symbols (the length prior)."""
         low, high = getattr(self.model.generation_config, "seconds_per_text_token", None) or SECONDS_PER_TEXT_TOKEN
         rate = self.config.semantic_frame_rate
-        return max(MIN_FRAMES, math.floor(num_text_tokens * low * rate)), max(MIN_FRAMES, math.ceil(num_text_tokens * high * rate))
+        shortest, longest = math.floor(num_text_tokens * low * rate), math.ceil(num_text_tokens * high * rate)
+        return max(MIN_FRAMES, shortest), max(MIN_FRAMES, longest)
 
     @torch.no_grad()
     def generate(
@@ -194,7 +195,9 @@ class TextToSemantic:
                 torch.manual_seed(seed)
             return [self._generate_one(text, ids, max_frames, generate_kwargs) for text, ids in zip(texts, text_ids)]
 
-    def _generate_one(self, text: str, text_ids: list[int], max_frames: int | None, generate_kwargs: dict) -> torch.LongTensor:
+    def _generate_one(
+        self, text: str, text_ids: list[int], max_frames: int | None, generate_kwargs: dict
+    ) -> torch.LongTensor:
         low, high = self.length_bounds(len(text_ids))
         if max_frames is not None:
             high, low = min(high, max_frames), min(low, max_frames)
