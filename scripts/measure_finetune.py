@@ -28,6 +28,7 @@ from soundstorm_hf import cli
 from soundstorm_hf.audio import prepare_waveform, synthesize_speech
 from soundstorm_hf.evaluation import cosine_similarity, speaker_embedding, transcribe, word_error_rate
 from soundstorm_hf.pipeline import SoundStormPipeline
+from soundstorm_hf.text import TextToSpeech
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = REPO / "scripts" / "data" / "corpus_sentences.txt"
@@ -62,7 +63,8 @@ def prompt(paths: list[Path], seconds: float, rate: int) -> np.ndarray:
 
 
 def speak(pipe: SoundStormPipeline, sentences: list[str], voice_prompt, seed: int) -> list[np.ndarray]:
-    return [pipe.tts(sentence, (voice_prompt, pipe.sampling_rate) if voice_prompt is not None else None, seed=seed)["audio"] for sentence in sentences]
+    speaker = TextToSpeech(pipe)  # the offline front end: the same content for the base and the fine-tuned model
+    return [speaker.tts(sentence, (voice_prompt, pipe.sampling_rate) if voice_prompt is not None else None, seed=seed)["audio"] for sentence in sentences]
 
 
 def main(argv=None) -> None:

@@ -7,19 +7,30 @@ The corpus is tokenized with the tiny pipeline's own tokenizers, so the trained 
 
 import csv
 import logging
+import math
 import shutil
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import soundfile
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from soundstorm_hf import cli
+from soundstorm_hf.pipeline import SoundStormPipeline
 from soundstorm_hf.audio import synthesize_speech
-from soundstorm_hf.text import SemanticOnlyLogitsProcessor, TextToSemantic, TextToSpeech, phonemize
-from soundstorm_hf.text.t2s import build_config, build_tokenizer, default_generation_config
+from soundstorm_hf.text import SemanticOnlyLogitsProcessor, TextToSemantic, TextToSpeech, frontend, phonemize
+from soundstorm_hf.text.frontend import find_t2s
+from soundstorm_hf.text.t2s import (
+    SECONDS_PER_TEXT_TOKEN,
+    RepeatingLoopCriteria,
+    build_config,
+    build_tokenizer,
+    default_generation_config,
+    learn_length_prior,
+)
 
 from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401
 from test_training import prepare_dataset, train
@@ -116,6 +127,54 @@ def test_t2s_learns_a_tiny_corpus(trained, tokens):
         assert t2s.generate(row["text"], do_sample=False)[0].tolist() == row["semantic_ids"], row["text"]
     assert (folder / "samples" / "step-100" / "t2s.json").is_file()
 
+    # The length prior saved with it is the corpus's own speech rate (of the dataset train.py was given).
+    rows = datasets.load_from_disk(str(tokens))
+    rates = [len(row["semantic_ids"]) / t2s.config.semantic_frame_rate / len(phonemize(row["text"])) for row in rows]
+    low, high = t2s.model.generation_config.seconds_per_text_token
+    assert (low, high) == pytest.approx(learn_length_prior(rates, [1] * len(rates)))
+    assert low < min(rates) and max(rates) < high and (low, high) != pytest.approx(SECONDS_PER_TEXT_TOKEN)
+
+
+def test_length_prior_follows_the_phoneme_count():
+    """A model that would end at once speaks for the prior's lower bound, one that never ends stops at its upper
+    bound; both grow with the text's phoneme count."""
+    t2s = random_t2s()
+    rate = t2s.config.semantic_frame_rate
+    texts = [SENTENCES[2], SENTENCES[0]]  # 22 and 30 phoneme symbols
+    counts = [len(t2s.text_ids(text)) for text in texts]
+    bounds = [t2s.length_bounds(count) for count in counts]
+    low, high = SECONDS_PER_TEXT_TOKEN
+    assert bounds == [(int(count * low * rate), math.ceil(count * high * rate)) for count in counts]
+    assert bounds[0][0] < bounds[1][0] and bounds[0][1] < bounds[1][1]
+
+    endless = t2s.generate(texts, seed=0, suppress_tokens=[t2s.config.eos_token_id])  # sampled, never says </s>
+    assert [len(ids) for ids in endless] == [high for _, high in bounds]
+
+    t2s.model.model.norm.weight.data.zero_()  # every logit 0: greedy picks </s> (the lowest allowed id) at once
+    hasty = t2s.generate(texts, do_sample=False)
+    assert [len(ids) for ids in hasty] == [low for low, _ in bounds]
+
+
+def test_a_looping_model_stops_within_the_bound_and_the_loop_is_cut(caplog):
+    t2s = random_t2s()  # greedy, a random model repeats one id and never says </s>
+    low, high = t2s.length_bounds(len(t2s.text_ids(SENTENCES[0])))
+    with caplog.at_level(logging.WARNING, logger="soundstorm_hf.text.t2s"):
+        [ids] = t2s.generate(SENTENCES[0], do_sample=False)
+    assert "looped" in caplog.text and 2 <= len(ids) <= high
+    window = round(t2s.model.generation_config.loop_seconds * t2s.config.semantic_frame_rate)
+    assert not RepeatingLoopCriteria(window, 0)(ids[None], None).any(), "no loop is left in the output"
+
+    criteria = RepeatingLoopCriteria(6, prompt_length=2)
+    rows = torch.tensor([
+        [9, 9, 1, 2, 1, 2, 1, 2],  # period 2, three times: a loop
+        [9, 9, 1, 2, 3, 4, 5, 6],  # no repeat
+        [9, 9, 7, 7, 7, 7, 7, 7],  # a held id: a loop too
+    ])
+    assert criteria(rows, None).tolist() == [True, False, True]
+    assert criteria(rows[:, :7], None).tolist() == [False, False, False], "too few generated ids to tell"
+    assert criteria.loop_start(torch.tensor([5, 3, 1, 2, 1, 2, 1, 2, 1, 2])) == 4  # keeps [5, 3, 1, 2]
+    assert criteria.loop_start(torch.tensor([5, 3, 1, 2, 3, 4, 5, 6])) is None
+
 
 def test_dialogue_with_a_t2s_model(trained, tiny_pipeline_folder, tmp_path):
     pipe = tiny_pipeline()
@@ -130,7 +189,7 @@ def test_dialogue_with_a_t2s_model(trained, tiny_pipeline_folder, tmp_path):
     timeline = output["timeline"]
     assert [turn["speaker"] for turn in timeline] == ["A", "B", "A"]
     for turn, ids in zip(timeline, t2s.generate(SENTENCES[:3], do_sample=False)):
-        assert turn["end"] - turn["start"] == pytest.approx(len(ids) / frame_rate, abs=1 / rate)
+        assert 0 < turn["end"] - turn["start"] <= len(ids) / frame_rate + 1 / rate  # trimmed to its speech
     for before, after in zip(timeline, timeline[1:]):
         assert after["start"] - before["end"] == pytest.approx(0.25, abs=1 / rate)
     assert timeline[-1]["end"] == pytest.approx(len(output["audio"]) / rate)
@@ -143,16 +202,40 @@ def test_dialogue_with_a_t2s_model(trained, tiny_pipeline_folder, tmp_path):
     assert TextToSpeech.from_pretrained(tiny_pipeline_folder).t2s is None
 
 
-def test_cli_tts_speaks_through_the_model_folders_t2s(trained, tiny_pipeline_folder, tmp_path, capsys):
+def test_python_and_the_cli_speak_through_the_model_folders_t2s(trained, tiny_pipeline_folder, tmp_path, capsys, monkeypatch):
     folder, output = tmp_path / "model", tmp_path / "out.wav"
     shutil.copytree(tiny_pipeline_folder, folder)
     shutil.copytree(trained[0], folder / "t2s")
+    spoken = []
+    original = SoundStormPipeline.from_semantic_ids
+    monkeypatch.setattr(SoundStormPipeline, "from_semantic_ids", lambda self, ids, **kwargs: spoken.append(ids.tolist()) or original(self, ids, **kwargs))
     cli.main(["tts", SENTENCES[1], str(output), "--model", str(folder), "--seed", "0", "--iterations", "2"])
+    python = TextToSpeech.from_pretrained(folder).tts(SENTENCES[1], seed=0, steps_per_level=[2, 1, 1])
     frames = len(TextToSemantic.from_pretrained(trained[0]).generate(SENTENCES[1], seed=0)[0])
-    assert soundfile.info(output).duration == pytest.approx(frames / tiny_pipeline().semantic_tokenizer.frame_rate, abs=1e-3)
+    assert len(spoken) == 2 and spoken[0] == spoken[1] and len(spoken[0]) == frames, "the same content from both"
+    written, _ = soundfile.read(output, dtype="float32")
+    np.testing.assert_allclose(written, python["audio"], atol=1.5 / 2**15)  # 16-bit file vs float array
     with pytest.raises(SystemExit):
         cli.main(["tts", "hello", str(output), "--model", str(folder), "--t2s", str(tmp_path / "nothing")])
     assert "--t2s: T2S model folder not found" in capsys.readouterr().err
+    random_t2s(64, tiny_pipeline().semantic_tokenizer.frame_rate).save_pretrained(folder / "t2s")
+    with pytest.raises(SystemExit):
+        cli.main(["tts", "hello", str(output), "--model", str(folder)])
+    assert f"--t2s: cannot use {folder}/t2s: The T2S model writes 64 semantic ids" in capsys.readouterr().err
+
+
+def test_find_t2s_one_rule_for_every_route(trained, tmp_path, monkeypatch):
+    model = tmp_path / "model"
+    (model / "t2s").mkdir(parents=True)
+    assert find_t2s(model) is None, "a t2s/ folder without a model in it is not a T2S model"
+    shutil.copytree(trained[0], model / "t2s", dirs_exist_ok=True)
+    assert find_t2s(model) == model / "t2s" and find_t2s(model, "none") is None
+    assert find_t2s(model, trained[0]) == trained[0]
+    with pytest.raises(FileNotFoundError, match="T2S model folder not found: .*nothing"):
+        find_t2s(model, tmp_path / "nothing")
+    monkeypatch.setattr(frontend, "BUNDLED_DEFAULT_MODEL", model)
+    monkeypatch.chdir(tmp_path)
+    assert find_t2s("default") == model / "t2s", "the name `default` is the bundled model, as for the pipeline"
 
 
 def test_bad_transcripts_and_mismatched_models_are_refused_before_generation(monkeypatch):

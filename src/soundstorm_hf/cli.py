@@ -151,20 +151,21 @@ def run_convert(args) -> None:
 
 
 def text_speaker(args, settings: dict):
-    """The `TextToSpeech` of tts and dialogue: through the T2S model of `--t2s`, or else of the model folder's
-    `t2s/`, or the offline front end (always with `--t2s none`). A missing or mismatched T2S is a `UserError`."""
-    from .text import TextToSemantic, TextToSpeech
-    from .text.frontend import t2s_beside
+    """The `TextToSpeech` of tts and dialogue: through the T2S model that `find_t2s` picks from `--t2s` and the model
+    folder, as in Python (`TextToSpeech.from_pretrained`). A missing or mismatched T2S is a `UserError`."""
+    from .text import TextToSpeech
+    from .text.frontend import load_t2s
 
     if args.t2s not in (None, "none") and not Path(args.t2s).is_dir():
         raise UserError(f"--t2s: T2S model folder not found: {args.t2s}")
     pipe = prepared_pipeline(args, settings)
-    path = None if args.t2s == "none" else args.t2s or t2s_beside(resolve_model(args.model))
+    model = resolve_model(args.model)
     try:
-        t2s = TextToSemantic.from_pretrained(path).to(args.device) if path is not None else None
+        t2s = load_t2s(model, args.t2s, args.device)
         return TextToSpeech(pipe, engine=args.engine, max_characters=args.max_characters, t2s=t2s)
     except (OSError, ValueError) as error:
-        raise UserError(f"--t2s: cannot use {path}: {str(error).splitlines()[0]}") from None
+        where = args.t2s or f"{model}/t2s"
+        raise UserError(f"--t2s: cannot use {where}: {str(error).splitlines()[0]}") from None
 
 
 def run_tts(args) -> None:
@@ -210,12 +211,10 @@ def run_demo(args) -> None:
 
 
 def model_t2s(name: str | None, pipe):
-    """The T2S model in the model folder's `t2s/`, on the pipeline's device, or None (the offline front end)."""
-    from .text import TextToSemantic
-    from .text.frontend import t2s_beside
+    """The T2S model of the model folder (`find_t2s`), on the pipeline's device, or None (the offline front end)."""
+    from .text.frontend import load_t2s
 
-    folder = t2s_beside(resolve_model(name))
-    return TextToSemantic.from_pretrained(folder).to(pipe.model.device) if folder is not None else None
+    return load_t2s(resolve_model(name), device=pipe.model.device)
 
 
 def run_training(args, extra: list[str]) -> None:

@@ -455,17 +455,3 @@ class SoundStormPipeline:
         for block in stream_waveform(source, sampling_rate):
             tail = np.concatenate([tail, block])[-keep:]
         return torch.from_numpy(tail)
-
-    def tts(self, text: str, voice_prompt=None, **kwargs) -> dict:
-        """Speaks `text` in the voice of `voice_prompt`, through the offline text front end
-        (`soundstorm_hf.text.TextToSpeech`: espeak-ng or flite speech -> semantic tokens -> this pipeline)."""
-        from .text import TextToSpeech
-
-        return TextToSpeech(self).tts(text, voice_prompt, **kwargs)
-
-    def dialogue(self, transcript: str, voice_prompts: dict, pause_seconds: float = 0.4, **kwargs) -> dict:
-        """Speaks `"[A] Hello. [B] Hi!"` with one voice prompt per speaker; adds a per-turn `"timeline"`
-        (`soundstorm_hf.text.TextToSpeech.dialogue`)."""
-        from .text import TextToSpeech
-
-        return TextToSpeech(self).dialogue(transcript, voice_prompts, pause_seconds, **kwargs)

@@ -4,11 +4,13 @@ The semantic tokens come from a text-to-semantic model (`TextToSemantic`) when o
 SoundStorm model (`t2s/`); otherwise from the offline front end: speech rendered by espeak-ng (or flite), whose
 semantic tokens carry what is said. The front end is also the baseline the T2S model is measured against.
 Dialogue transcripts (`[A] Hello there. [B] Hi!`) are checked in full before anything is generated,
-so a typo in the last turn fails at once instead of after minutes of generation.
+so a typo in the last turn fails at once instead of after minutes of generation. Each turn after the first is
+prompted by the end of the turn before it, so that turns join as in a conversation.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -19,11 +21,23 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from ..audio import synthesize_speech
+from ..audio import LEVEL_FRAME_SECONDS, AudioSource, frame_powers, speech_power, stream_waveform, synthesize_speech
+from ..pipeline import BUNDLED_DEFAULT_MODEL, DEFAULT_MODEL_NAME, SoundStormPipeline
+from ..tokenizers.base import local_folder, local_path_or_hub_id
 from .t2s import TextToSemantic
 
 ENGINES = ("espeak-ng", "flite")
 T2S_SUBFOLDER = "t2s"
+NO_T2S = "none"  # `t2s=NO_T2S`: the offline front end even where the model folder has a T2S model
+# Silence between dialogue turns, drawn per turn: gaps between turns in conversation mostly last 0.2-0.8 s.
+PAUSE_SECONDS = (0.2, 0.8)
+# How much of the previous turn prompts the next one (with the speaker's voice prompt before it and the pause after).
+TURN_CONTEXT_SECONDS = 2.0
+# Each turn is trimmed to its speech (`speech_span`) and this much on either side, so that the pause a listener hears
+# is the one drawn, not that plus the silence the content starts and ends with.
+TURN_EDGE_SECONDS = 0.05
+# A 50 ms frame is speech when its power is within this of the utterance's speech level (`speech_power`).
+SPEECH_FLOOR_DB = 30.0
 SPEAKER_TAG = re.compile(r"\[([^\[\]]*)\]")
 
 
@@ -99,6 +113,7 @@ class TextToSpeech:
         voice: the synthesizer's voice; it shapes only the content's timing, the output voice is the prompt's.
         max_characters: longer text is refused, so that one request cannot hold a shared server for long.
         t2s: a text-to-semantic model for the pipeline's semantic tokens; `None`: the offline front end.
+            `from_pretrained` finds the model folder's own (`load_t2s`), as the CLI and the demo do.
         t2s_kwargs: sampling settings for `TextToSemantic.generate` (`temperature`, `top_k`, `top_p`,
             `do_sample`); the `seed` of a call is passed on too.
     """
@@ -112,14 +127,11 @@ class TextToSpeech:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, t2s: str | Path | None = None, device=None, **kwargs):
-        """The pipeline of a model folder (or Hub id) with the T2S model `t2s`, or else the one in its `t2s/`
-        subfolder when there is one; `kwargs` go to `TextToSpeech`."""
-        from ..pipeline import SoundStormPipeline
-
+        """The pipeline of a model folder, Hub id or `"default"`, speaking text through the T2S model that
+        `load_t2s` picks (`t2s`, else the model's `t2s/`, else the offline front end); `kwargs` go to
+        `TextToSpeech`."""
         pipe = SoundStormPipeline.from_pretrained(name_or_path, device=device)
-        t2s = t2s or t2s_beside(name_or_path)
-        model = TextToSemantic.from_pretrained(t2s).to(device) if t2s is not None else None
-        return cls(pipe, t2s=model, **kwargs)
+        return cls(pipe, t2s=load_t2s(name_or_path, t2s, device), **kwargs)
 
     def _check_length(self, text: str, what: str = "The text") -> None:
         if len(text) > self.max_characters:
@@ -131,10 +143,11 @@ class TextToSpeech:
             return [render_text(text, self.engine, self.voice) for text in texts]
         return self.t2s.generate(texts, seed=seed, **self.t2s_kwargs)
 
-    def _speak(self, content, voice_prompt, generate_kwargs) -> dict:
+    def _speak(self, content, voice_prompt, generate_kwargs, pipe=None) -> dict:
+        pipe = pipe or self.pipe
         if self.t2s is None:
-            return self.pipe(content, voice_prompt=voice_prompt, **generate_kwargs)
-        return self.pipe.from_semantic_ids(content, voice_prompt=voice_prompt, **generate_kwargs)
+            return pipe(content, voice_prompt=voice_prompt, **generate_kwargs)
+        return pipe.from_semantic_ids(content, voice_prompt=voice_prompt, **generate_kwargs)
 
     def tts(self, text: str, voice_prompt=None, **generate_kwargs) -> dict:
         """Speak `text` in the voice of `voice_prompt` (unprompted without one).
@@ -145,40 +158,117 @@ class TextToSpeech:
         [content] = self._content([text], generate_kwargs.get("seed"))
         return self._speak(content, voice_prompt, generate_kwargs)
 
-    def dialogue(self, transcript: str, voice_prompts: dict, pause_seconds: float = 0.4, **generate_kwargs) -> dict:
-        """Generate each turn of `transcript` in its speaker's voice and join the turns with `pause_seconds` of silence.
+    def dialogue(
+        self,
+        transcript: str,
+        voice_prompts: dict,
+        pause_seconds: float | tuple[float, float] = PAUSE_SECONDS,
+        context_seconds: float = TURN_CONTEXT_SECONDS,
+        **generate_kwargs,
+    ) -> dict:
+        """Generate each turn of `transcript` in its speaker's voice, joined by pauses.
 
-        `voice_prompts` maps each speaker tag (without brackets) to its prompt. Every turn is checked and rendered
-        before the first is generated. Returns `{"audio", "sampling_rate", "timeline"}`, the timeline a list of
+        `voice_prompts` maps each speaker tag (without brackets) to its prompt. Each turn after the first is prompted
+        by its speaker's voice prompt followed by the last `context_seconds` of the turn before and the pause between
+        them (within half the model's window), so that it follows at the conversation's level and rhythm.
+        `pause_seconds` is a fixed pause or a `(shortest, longest)` range that each pause is drawn from (uniformly,
+        seeded by `seed`), between turns trimmed to their speech. Every turn and prompt is checked and rendered before
+        the first is generated. Returns `{"audio", "sampling_rate", "timeline"}`, the timeline a list of
         `{"speaker", "text", "start", "end"}` in seconds.
         """
         self._check_length(transcript, "The transcript")
-        if pause_seconds < 0:
-            raise ValueError(f"The pause must be >= 0 seconds, got {pause_seconds}.")
+        shortest, longest = (pause_seconds, pause_seconds) if np.isscalar(pause_seconds) else pause_seconds
+        if not 0 <= shortest <= longest:
+            raise ValueError(f"Pauses must be >= 0 seconds, the shortest first; got {pause_seconds}.")
+        if context_seconds < 0:
+            raise ValueError(f"The context must be >= 0 seconds, got {context_seconds}.")
         turns = parse_dialogue(transcript, speakers=list(voice_prompts))
+        voices = {}
         for turn in turns:
             if voice_prompts[turn.speaker] is None:
                 raise ValueError(f"Speaker [{turn.speaker}] has no voice prompt.")
+            if turn.speaker not in voices:
+                voices[turn.speaker] = self._read_prompt(voice_prompts[turn.speaker], turn.speaker)
         speech = self._content([turn.text for turn in turns], generate_kwargs.get("seed"))
         rate = self.pipe.sampling_rate
-        pause = np.zeros(round(pause_seconds * rate), dtype=np.float32)
+        pauses = np.random.default_rng(generate_kwargs.get("seed")).uniform(shortest, longest, len(turns) - 1)
         pieces, timeline, start = [], [], 0.0
         for number, (turn, content) in enumerate(zip(turns, speech)):
-            audio = self._speak(content, voice_prompts[turn.speaker], generate_kwargs)["audio"]
             if number:
+                pause = np.zeros(round(pauses[number - 1] * rate), dtype=np.float32)
+                prompt, pipe = self._turn_prompt(voices[turn.speaker], pieces[-1], pause, context_seconds)
                 pieces.append(pause)
                 start += len(pause) / rate
-            pieces.append(audio.astype(np.float32, copy=False))
+            else:
+                prompt, pipe = voice_prompts[turn.speaker], self.pipe
+            audio = self._speak(content, prompt, generate_kwargs, pipe)["audio"].astype(np.float32, copy=False)
+            span = speech_span(audio, rate)
+            if span is not None:
+                edge = round(TURN_EDGE_SECONDS * rate)
+                audio = audio[max(0, span[0] - edge) : span[1] + edge]
+            pieces.append(audio)
             end = start + len(audio) / rate
             timeline.append({"speaker": turn.speaker, "text": turn.text, "start": start, "end": end})
             start = end
         return {"audio": np.concatenate(pieces), "sampling_rate": rate, "timeline": timeline}
 
+    def _read_prompt(self, voice_prompt, speaker: str) -> np.ndarray:
+        """The last `context_seconds` of a speaker's voice prompt `(samples,)` at the pipeline's rate: the part
+        of it that generation is prompted with."""
+        source = AudioSource(voice_prompt, None, f"voice prompt [{speaker}]", self.pipe.max_input_seconds)
+        keep = round(self.pipe.context_seconds * self.pipe.sampling_rate)
+        return np.concatenate(list(stream_waveform(source, self.pipe.sampling_rate)))[-keep:]
 
-def t2s_beside(name_or_path: str | Path) -> Path | None:
-    """The `t2s/` subfolder of a local SoundStorm model folder, when it holds a T2S model."""
-    folder = Path(name_or_path) / T2S_SUBFOLDER
+    def _turn_prompt(self, voice: np.ndarray, previous: np.ndarray, pause: np.ndarray, context_seconds: float):
+        """`((voice | end of the previous turn | pause) (samples,), rate)` and a pipeline prompted by all of it.
+
+        The previous turn gets what is left of half the model's window (the most context `generate_long` takes)
+        after the voice and the pause.
+        """
+        rate, config = self.pipe.sampling_rate, self.pipe.model.config
+        room = round(config.max_frames / config.acoustic_frame_rate / 2 * rate) - len(voice) - len(pause)
+        keep = max(0, min(round(context_seconds * rate), room, len(previous)))
+        prompt = np.concatenate([voice, previous[len(previous) - keep :], pause])
+        pipe = copy.copy(self.pipe)  # shares the model and tokenizers; only the context differs
+        pipe.context_seconds = len(prompt) / rate
+        return (prompt, rate), pipe
+
+
+def speech_span(audio: np.ndarray, sampling_rate: int) -> tuple[int, int] | None:
+    """Samples `[start, end)` of `audio` `(samples,)` from its first to past its last speech frame (within
+    `SPEECH_FLOOR_DB` of its speech level); None where nothing is audible."""
+    powers = frame_powers(audio, sampling_rate)
+    level = speech_power(powers)
+    if level is None:
+        return None
+    frames = np.flatnonzero(powers > level * 10 ** (-SPEECH_FLOOR_DB / 10))
+    size = max(1, round(LEVEL_FRAME_SECONDS * sampling_rate))  # frame_powers' frame
+    return int(frames[0]) * size, min(len(audio), (int(frames[-1]) + 1) * size)
+
+
+def find_t2s(model_name_or_path: str | Path, t2s: str | Path | None = None) -> Path | None:
+    """The T2S model folder a SoundStorm model speaks text through: the one rule for Python, the CLI and the demo.
+
+    `t2s` names it, or is `"none"` for the offline front end (None); by default it is the model's `t2s/`
+    subfolder (of a local folder, the bundled `"default"` or a downloaded Hub repo), None where there is none.
+    A named folder that does not exist fails, naming it.
+    """
+    if t2s is not None:
+        if str(t2s) == NO_T2S:
+            return None
+        if not Path(t2s).is_dir():
+            raise FileNotFoundError(f"T2S model folder not found: {t2s}")
+        return Path(t2s)
+    if str(model_name_or_path) == DEFAULT_MODEL_NAME and not Path(model_name_or_path).exists():
+        model_name_or_path = BUNDLED_DEFAULT_MODEL
+    folder = (local_path_or_hub_id(model_name_or_path, "model") or local_folder(model_name_or_path)) / T2S_SUBFOLDER
     return folder if (folder / "config.json").is_file() else None
+
+
+def load_t2s(model_name_or_path: str | Path, t2s: str | Path | None = None, device=None) -> TextToSemantic | None:
+    """The T2S model that `find_t2s` picks, on `device`, or None (the offline front end)."""
+    folder = find_t2s(model_name_or_path, t2s)
+    return TextToSemantic.from_pretrained(folder).to(device) if folder is not None else None
 
 
 def check_t2s(t2s: TextToSemantic, pipe) -> None:

@@ -6,6 +6,13 @@ loss on the semantic part and `</s>` only; generation is transformers' own `gene
 `SemanticOnlyLogitsProcessor` so that it can only continue with semantic ids and stop with `</s>`. The semantic
 ids keep their frame rate (repeats included), because SoundStorm aligns them to acoustic frames by rate.
 
+An undertrained model may never say `</s>` and loop instead, so decoding has two guards, both saved in the
+folder's `generation_config.json`: a length prior (`seconds_per_text_token`: the output lasts between `low` and
+`high` seconds per phoneme symbol, enforced with transformers' `min_new_tokens` / `max_new_tokens`), and
+`RepeatingLoopCriteria`, which stops a row whose last `loop_seconds` are one short pattern over and over (the loop is
+cut off). Token-level repetition penalties (`repetition_penalty`, `no_repeat_ngram_size`) are not used by default:
+semantic ids at frame rate repeat by nature (a long vowel, a pause), and banning repeats would distort durations.
+
     t2s = TextToSemantic.from_pretrained("model/t2s")
     semantic_ids = t2s.generate(["Hello there."], temperature=0.8)[0]  # LongTensor (frames,)
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +35,8 @@ from transformers import (
     LogitsProcessor,
     LogitsProcessorList,
     PreTrainedTokenizerFast,
+    StoppingCriteria,
+    StoppingCriteriaList,
 )
 
 from .phonemes import CLAUSE_BREAK, phonemize
@@ -38,8 +48,17 @@ PRESETS = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
     "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4),
 }
-# Generation stops here at the latest: far above speech's rate of semantic frames per phoneme symbol (about 1-2).
-MAX_FRAMES_PER_TEXT_TOKEN = 6
+# Length prior of a model saved without one: seconds of speech per phoneme symbol (spaces and clause breaks
+# included). Real read speech takes 0.054-0.080 s (pocketsphinx-testdata's LibriVox clips, Asterisk's English
+# prompts); the range allows about half the fastest to twice the slowest.
+SECONDS_PER_TEXT_TOKEN = (0.03, 0.15)
+# Training data sets the prior from its own rates: their 1st to 99th percentile, widened by this factor each way.
+LENGTH_PRIOR_MARGIN = 1.25
+# A row whose last `LOOP_SECONDS` of semantic ids repeat one pattern of at most a third of that is stopped: natural
+# speech never repeats exactly for that long (a held pause is the one exception, and one of a second ends a sentence).
+LOOP_SECONDS = 1.0
+# Fewest semantic ids a row may have: SoundStorm needs at least one alignment unit.
+MIN_FRAMES = 2
 
 
 def build_tokenizer(phoneme_strings: Iterable[str]) -> PreTrainedTokenizerFast:
@@ -149,49 +168,117 @@ class TextToSemantic:
             logger.warning("Phonemes unknown to the T2S tokenizer, read as <unk>: %s (in %r)", " ".join(unknown), text[:40])
         return ids
 
+    def length_bounds(self, num_text_tokens: int) -> tuple[int, int]:
+        """Fewest and most semantic ids for a text of `num_text_tokens` phoneme symbols (the length prior)."""
+        low, high = getattr(self.model.generation_config, "seconds_per_text_token", None) or SECONDS_PER_TEXT_TOKEN
+        rate = self.config.semantic_frame_rate
+        shortest, longest = math.floor(num_text_tokens * low * rate), math.ceil(num_text_tokens * high * rate)
+        return max(MIN_FRAMES, shortest), max(MIN_FRAMES, longest)
+
     @torch.no_grad()
     def generate(
         self, texts: str | list[str], seed: int | None = None, max_frames: int | None = None, **generate_kwargs
     ) -> list[torch.LongTensor]:
-        """Semantic ids `(frames,)` for each text, from transformers' `generate` on a left-padded batch.
+        """Semantic ids `(frames,)` for each text, from transformers' `generate`, one text at a time (each has its
+        own length bounds).
 
         Sampling follows the saved `generation_config` unless `generate_kwargs` say otherwise (`do_sample=False`
         for greedy, `temperature`, `top_k`, `top_p`, ...); `seed` makes it repeatable without touching the global
-        random state. A row stops at `</s>`, or after `max_frames` (default `MAX_FRAMES_PER_TEXT_TOKEN` per text
-        token), which is logged.
+        random state. A row ends at `</s>`, which cannot come before the length prior's lower bound; without it, at
+        the prior's upper bound (or `max_frames`, when lower), or where it starts looping; both are logged.
         """
         texts = [texts] if isinstance(texts, str) else texts
-        prompts = [sequence(self.config, self.text_ids(text))[0] for text in texts]
-        width = max(len(prompt) for prompt in prompts)
-        pad = self.config.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        limit = max_frames or MAX_FRAMES_PER_TEXT_TOKEN * width
+        text_ids = [self.text_ids(text) for text in texts]  # every text is checked before anything is generated
         device = self.model.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)
-            output = self.model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                logits_processor=LogitsProcessorList([SemanticOnlyLogitsProcessor(self.config)]),
-                max_new_tokens=limit + 1,
-                min_new_tokens=2,  # SoundStorm needs at least one semantic unit
-                **generate_kwargs,
-            )
-        results = []
-        for text, row in zip(texts, output[:, width:].cpu()):
-            stops = (row == self.config.eos_token_id).nonzero()
-            if not len(stops):
-                logger.warning("The T2S model did not end %r within %d frames; cut there.", text[:40], limit)
-            end = int(stops[0]) if len(stops) else limit
-            results.append(row[:end] - self.config.semantic_offset)
-        return results
+            return [self._generate_one(text, ids, max_frames, generate_kwargs) for text, ids in zip(texts, text_ids)]
+
+    def _generate_one(
+        self, text: str, text_ids: list[int], max_frames: int | None, generate_kwargs: dict
+    ) -> torch.LongTensor:
+        low, high = self.length_bounds(len(text_ids))
+        if max_frames is not None:
+            high, low = min(high, max_frames), min(low, max_frames)
+        prompt = torch.tensor([sequence(self.config, text_ids)[0]], device=self.model.device)
+        loop = RepeatingLoopCriteria(round(self._loop_seconds * self.config.semantic_frame_rate), prompt.shape[1])
+        output = self.model.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            logits_processor=LogitsProcessorList([SemanticOnlyLogitsProcessor(self.config)]),
+            stopping_criteria=StoppingCriteriaList([loop]),
+            min_new_tokens=low,
+            max_new_tokens=high + 1,  # room for `</s>` after `high` semantic ids
+            **generate_kwargs,
+        )
+        row = output[0, prompt.shape[1] :].cpu()
+        stops = (row == self.config.eos_token_id).nonzero()
+        if len(stops):
+            return row[: int(stops[0])] - self.config.semantic_offset
+        looped = loop.loop_start(row)
+        if looped is not None:
+            logger.warning("The T2S model looped on %r after %d frames; cut there.", text[:40], looped)
+            row = row[: max(looped, MIN_FRAMES)]
+        else:
+            logger.warning("The T2S model did not end %r within %d frames; cut there.", text[:40], high)
+            row = row[:high]
+        return row - self.config.semantic_offset
+
+    @property
+    def _loop_seconds(self) -> float:
+        return getattr(self.model.generation_config, "loop_seconds", None) or LOOP_SECONDS
 
 
-def default_generation_config(config: LlamaConfig) -> GenerationConfig:
-    """Sampling settings saved with a trained T2S model (`generation_config.json`)."""
+class RepeatingLoopCriteria(StoppingCriteria):
+    """Stops a row once its last `window` generated ids are one pattern of at most `window // 3` ids, repeated.
+
+    `loop_start` says where such a loop began in a finished row, so that only its first period is kept.
+    """
+
+    def __init__(self, window: int, prompt_length: int):
+        self.window, self.prompt_length = max(window, 3), prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        looping = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if input_ids.shape[1] - self.prompt_length < self.window:
+            return looping
+        tail = input_ids[:, -self.window :]  # (batch, window)
+        for period in range(1, self.window // 3 + 1):
+            looping |= (tail[:, period:] == tail[:, :-period]).all(dim=1)
+        return looping
+
+    def loop_start(self, generated: torch.LongTensor) -> int | None:
+        """The end of the first period of the loop that `generated` `(ids,)` ends with, or None without one."""
+        if len(generated) < self.window:
+            return None
+        tail = generated[-self.window :]
+        for period in range(1, self.window // 3 + 1):
+            if torch.equal(tail[period:], tail[:-period]):
+                start = len(generated) - self.window
+                while start > 0 and generated[start - 1] == generated[start - 1 + period]:
+                    start -= 1
+                return start + period
+        return None
+
+
+def default_generation_config(
+    config: LlamaConfig, seconds_per_text_token: tuple[float, float] = SECONDS_PER_TEXT_TOKEN
+) -> GenerationConfig:
+    """Decoding settings saved with a trained T2S model (`generation_config.json`): sampling, and the length prior
+    and loop window that `TextToSemantic.generate` reads (unknown to transformers, which keeps them as they are)."""
     return GenerationConfig(
         do_sample=True, temperature=0.8, top_k=50, top_p=0.95,
         pad_token_id=config.pad_token_id, eos_token_id=config.eos_token_id,
+        seconds_per_text_token=[float(bound) for bound in seconds_per_text_token], loop_seconds=LOOP_SECONDS,
     )
+
+
+def learn_length_prior(seconds: list[float], num_text_tokens: list[int]) -> tuple[float, float]:
+    """The length prior of a corpus: its utterances' 1st to 99th percentile of seconds per phoneme symbol, widened
+    by `LENGTH_PRIOR_MARGIN` each way."""
+    rates = [duration / count for duration, count in zip(seconds, num_text_tokens) if count]
+    if not rates:
+        return SECONDS_PER_TEXT_TOKEN
+    low, high = torch.tensor(rates, dtype=torch.float64).quantile(torch.tensor([0.01, 0.99], dtype=torch.float64)).tolist()
+    return low / LENGTH_PRIOR_MARGIN, high * LENGTH_PRIOR_MARGIN

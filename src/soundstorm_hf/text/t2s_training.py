@@ -18,7 +18,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .phonemes import phonemize
-from .t2s import TextToSemantic, build_config, build_tokenizer, default_generation_config, sequence
+from .t2s import TextToSemantic, build_config, build_tokenizer, default_generation_config, learn_length_prior, sequence
 
 logger = logging.getLogger(__name__)
 # The loader's columns; `acoustic_ids` only for train.py's count of audio frames trained on per second.
@@ -55,7 +55,9 @@ class T2SDataCollator:
 
 class T2STraining:
     """The T2S side of a training run: tokenizer and config (new, from the dataset's texts and token grid, or those
-    of `model_name_or_path`), the rows with their `text_ids`, the model, and what is evaluated and saved."""
+    of `model_name_or_path`), the length prior of the dataset's speech rates (held-out rows split off it later
+    included), the rows with their `text_ids`, the
+    model, and what is evaluated and saved."""
 
     def __init__(self, dataset: datasets.Dataset, info, model_name_or_path: str | None, preset: str, overrides: dict,
                  max_frames: int):
@@ -74,6 +76,11 @@ class T2STraining:
                 self.tokenizer, info.semantic_vocab_size, info.semantic_frame_rate, preset, "en-us", **overrides
             )
         self.check(info)
+        rows = [(text, len(ids)) for text, ids in zip(dataset["text"], dataset["semantic_ids"]) if text in self.phonemes]
+        self.seconds_per_text_token = learn_length_prior(
+            [frames / self.config.semantic_frame_rate for _, frames in rows], [len(self.phonemes[text]) for text, _ in rows]
+        )
+        logger.info("Length prior: %.3f-%.3f s per phoneme symbol", *self.seconds_per_text_token)
 
     def check(self, info) -> None:
         """Refuse a token dataset whose semantic tokens are not the model's."""
@@ -147,7 +154,8 @@ class T2STraining:
         return samples
 
     def save(self, output_dir: Path, model: LlamaForCausalLM, state_dict: dict) -> None:
-        """The model folder `TextToSemantic.from_pretrained` reads: weights, config, sampling settings, tokenizer."""
-        model.generation_config = default_generation_config(self.config)
+        """The model folder `TextToSemantic.from_pretrained` reads: weights, config, decoding settings (with the
+        dataset's length prior), tokenizer."""
+        model.generation_config = default_generation_config(self.config, self.seconds_per_text_token)
         model.save_pretrained(output_dir, state_dict=state_dict)
         self.tokenizer.save_pretrained(output_dir)
