@@ -23,7 +23,8 @@ import torch  # noqa: E402
 from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, pin_malloc_and_reexec, set_threads, timed, write_json  # noqa: E402
 from models import AutoregressiveBaseline, soundstorm_config  # noqa: E402
 
-from soundstorm_hf import SoundStormDataCollator, SoundStormForConditionalGeneration  # noqa: E402
+from soundstorm_hf import SoundStormForConditionalGeneration  # noqa: E402
+from soundstorm_hf.collator import SoundStormDataCollator  # noqa: E402
 
 
 def main(argv=None):

@@ -44,13 +44,8 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import HfArgumentParser, get_scheduler
 
-from soundstorm_hf import (
-    SoundStormConfig,
-    SoundStormDataCollator,
-    SoundStormForConditionalGeneration,
-    level_metrics,
-    trim_to_common_duration,
-)
+from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
+from soundstorm_hf.collator import SoundStormDataCollator, trim_to_common_duration
 from soundstorm_hf.data import (
     TOKEN_COLUMNS,
     TOKENS_INFO_NAME,
@@ -59,6 +54,7 @@ from soundstorm_hf.data import (
     check_token_columns,
     frame_counts,
 )
+from soundstorm_hf.modeling_soundstorm import level_metrics
 from soundstorm_hf.pipeline import ADAPTER_INFO_NAME, weights_fingerprint
 from soundstorm_hf.text.t2s_training import CHECKED_CONFIG_FIELDS as T2S_CHECKED_FIELDS
 from soundstorm_hf.text.t2s_training import COLUMNS as T2S_COLUMNS
