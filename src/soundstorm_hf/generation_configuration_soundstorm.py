@@ -120,7 +120,9 @@ class SoundStormGenerationConfig(GenerationConfig):
         """`steps_per_level`, or the paper's schedule for `num_levels` when unset."""
         return [int(s) for s in self.steps_per_level or [16] + [1] * (num_levels - 1)]
 
-    def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None, num_levels: int | None = None):
+    def validate(
+        self, strict: bool = False, user_set_attributes: set[str] | None = None, num_levels: int | None = None
+    ):
         """Checks the settings (for a model of `num_levels` when given); replaces transformers' checks, which are about
         autoregressive decoding.
 

@@ -448,7 +448,9 @@ class SoundStormForConditionalGeneration(SoundStormGenerationMixin, SoundStormPr
             self.check_labels(labels, logits.shape[:-1])
             # `ignore_index` rather than selecting the labelled tokens: no shape that depends on values, no host read.
             loss = F.cross_entropy(logits.flatten(0, 2).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
     def level_logits(self, hidden_states: torch.Tensor, level: int) -> torch.Tensor:
         """(batch, frames, hidden) -> (batch, frames, codebook_size) through the head of `level` (0-based)."""
@@ -457,22 +459,15 @@ class SoundStormForConditionalGeneration(SoundStormGenerationMixin, SoundStormPr
         return self.heads[level](hidden_states)
 
     def check_labels(self, labels: torch.Tensor, shape: torch.Size) -> None:
-        """Raises a `ValueError` naming `labels` for a wrong shape or, in eager mode (one host read), a code outside
-        the codebook or no labelled token at all (the mean loss would be NaN)."""
+        """Raises a `ValueError` naming `labels` for a wrong shape, a code outside the codebook, or no labelled token
+        at all (the mean loss would be NaN); the value checks are skipped while tracing, as `check_token_ids`'s."""
         if tuple(labels.shape) != tuple(shape):
             raise ValueError(
                 f"`labels` must have the shape of `acoustic_ids` (batch, levels, frames), got {tuple(labels.shape)}."
             )
-        if labels.dtype not in ID_DTYPES:
-            raise ValueError(f"`labels` must hold integer codes (int64, int32 or int16), got dtype {labels.dtype}.")
-        if is_torchdynamo_compiling():
-            return
         labelled = labels != IGNORE_INDEX
-        out_of_range = labelled & ((labels < 0) | (labels >= self.config.codebook_size))
-        any_out_of_range, any_labelled = torch.stack([out_of_range.any(), labelled.any()]).tolist()
-        if any_out_of_range:
-            raise ValueError(f"`labels` holds codes outside [0, codebook_size={self.config.codebook_size}) (or -100).")
-        if not any_labelled:
+        check_token_ids("labels", labels.where(labelled, 0), self.config.codebook_size, "codebook_size")
+        if not is_torchdynamo_compiling() and not bool(labelled.any()):
             raise ValueError("`labels` has no labelled token (all -100): there is nothing to learn from.")
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
