@@ -254,3 +254,13 @@ def test_loading_names_a_missing_config_and_refuses_an_invalid_generation_config
     (tmp_path / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="config.json missing"):
         SoundStormForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_the_loss_traces_as_one_graph(model, config):
+    """The loss takes labelled tokens through `ignore_index`, not by selecting them: no shape depends on the labels'
+    values, so a training forward compiles as one graph (a host read or a data-dependent shape would break it).
+    `aot_eager` skips inductor's code generation, which would take most of a minute."""
+    batch = random_batch(config, batch=2)
+    eager = model(**batch).loss
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=False)
+    assert torch.allclose(compiled(**batch).loss, eager, atol=1e-5)
