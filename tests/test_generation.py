@@ -402,6 +402,8 @@ def test_settings_the_decoder_ignores_are_refused(model, name, value):
         model.generate(semantic(1, 10), **{name: value})
     with pytest.raises(ValueError, match=name):
         model.generate_long(semantic(1, 10)[0], **{name: value})
+    with pytest.raises(ValueError, match=name):  # what a caller checks before expensive work
+        model.resolve_generation_config(**{name: value})
     with pytest.warns(UserWarning, match=name) as record:
         config = SoundStormGenerationConfig(**{name: value})
     assert all("\n" not in str(warning.message) for warning in record)

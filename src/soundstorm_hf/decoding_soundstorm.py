@@ -128,14 +128,7 @@ class SoundStormDecodingMixin:
             trace when `return_trace=True`. The number of forward passes is `sum(steps_per_level)`, whatever
             the length.
         """
-        generation_config = copy.deepcopy(generation_config or self.generation_config)
-        unknown = set(kwargs) - set(vars(generation_config))
-        if unknown:
-            raise TypeError(f"Unknown generation arguments: {sorted(unknown)}.")
-        for name, value in kwargs.items():
-            setattr(generation_config, name, value)
-        # Settings passed here that the decoder would ignore are refused; the model's own were checked at loading.
-        generation_config.validate(strict=True, user_set_attributes=set(kwargs), num_levels=self.config.num_levels)
+        generation_config = self.resolve_generation_config(generation_config, **kwargs)
         if generator is None and generation_config.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(generation_config.seed)
 
@@ -152,6 +145,23 @@ class SoundStormDecodingMixin:
         if generation_config.return_trace or generation_config.return_dict_in_generate:
             return SoundStormGenerateOutput(sequences=state.codes, trace=state.trace)
         return state.codes
+
+    def resolve_generation_config(
+        self, generation_config: SoundStormGenerationConfig | None = None, **kwargs
+    ) -> SoundStormGenerationConfig:
+        """A copy of `generation_config` (else the model's) with `kwargs` applied and checked: what `generate` decodes
+        with. Callers with expensive work before `generate` (the pipeline's tokenizing) can check settings first.
+
+        An unknown name is a `TypeError`; a bad value, or a transformers setting the decoder would ignore
+        (`num_beams`, ...), a `ValueError` naming it. The model's own settings were checked when it was loaded."""
+        generation_config = copy.deepcopy(generation_config or self.generation_config)
+        unknown = set(kwargs) - set(vars(generation_config))
+        if unknown:
+            raise TypeError(f"Unknown generation arguments: {sorted(unknown)}.")
+        for name, value in kwargs.items():
+            setattr(generation_config, name, value)
+        generation_config.validate(strict=True, user_set_attributes=set(kwargs), num_levels=self.config.num_levels)
+        return generation_config
 
     def _warn_if_guidance_is_untrained(self, generation_config: SoundStormGenerationConfig) -> None:
         """Guidance contrasts the model with its unconditional branch, which only training with the condition dropped
