@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-import soundstorm_hf.generation_soundstorm as decoding
+import soundstorm_hf.decoding_soundstorm as decoding
 from common import RESULTS_DIR, machine_info, median, set_threads, timed, write_json
 from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
 

@@ -32,7 +32,8 @@ import torch.utils.flop_counter  # noqa: E402
 from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, pin_malloc_and_reexec, set_threads, timed, write_json  # noqa: E402
 from models import AutoregressiveBaseline, soundstorm_config  # noqa: E402
 
-from soundstorm_hf import SoundStormConfig, SoundStormDataCollator, SoundStormForConditionalGeneration  # noqa: E402
+from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration  # noqa: E402
+from soundstorm_hf.collator import SoundStormDataCollator  # noqa: E402
 from soundstorm_hf.pipeline import BUNDLED_DEFAULT_MODEL  # noqa: E402
 
 # Each variant adds one change to the one before it; the last is what `soundstorm-hf train --mixed-precision bf16

@@ -67,7 +67,8 @@ def test_default_model_converts_a_bundled_example_offline(monkeypatch):
 
 def test_the_defaults_a_user_gets_sample_level_one(monkeypatch):
     """The bundled generation config as shipped (chosen by the settings sweep) samples: one seed twice gives the same
-    audio, two seeds give different audio."""
+    audio, two seeds give different audio. Its confidence noise (`choice_temperature` 2.0) is drawn only when
+    sampling: `do_sample=False` gives one output whatever the seed."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from soundstorm_hf.pipeline import SoundStormPipeline
 
@@ -79,6 +80,9 @@ def test_the_defaults_a_user_gets_sample_level_one(monkeypatch):
     first, again, other = (pipe(content, rate, seed=seed)["audio"] for seed in (0, 0, 1))
     np.testing.assert_array_equal(first, again)
     assert first.shape == other.shape and not np.array_equal(first, other)
+    assert config.choice_temperature > 0
+    greedy, greedy_other = (pipe(content[: rate // 2], rate, seed=seed, do_sample=False)["audio"] for seed in (0, 1))
+    np.testing.assert_array_equal(greedy, greedy_other)
 
 
 def test_cli_resolves_default_to_the_bundled_folder(monkeypatch):

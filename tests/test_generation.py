@@ -1,6 +1,7 @@
 """Decoding invariants of the level-by-level MaskGIT decoder (Borsos et al., 2023, §3.3)."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -177,7 +178,8 @@ def test_generation_config_round_trip(tmp_path):
     config.save_pretrained(tmp_path)
     loaded = SoundStormGenerationConfig.from_pretrained(tmp_path)
     assert (loaded.steps_per_level, loaded.temperature, loaded.choice_temperature, loaded.top_p) == ([8, 1], 0.8, 2.0, 0.9)
-    assert loaded.check(2) == [8, 1]
+    loaded.validate(num_levels=2)
+    assert loaded.iterations_per_level(2) == [8, 1]
 
 
 def test_long_sequences_are_generated_window_by_window():
@@ -249,7 +251,7 @@ def test_the_default_config_samples_level_one(model, monkeypatch):
         True, 1.0, 1.0, 1.0
     )
     assert model.generation_config.steps_per_level == [16, 1, 1, 1]
-    import soundstorm_hf.generation_soundstorm as decoding
+    import soundstorm_hf.decoding_soundstorm as decoding
 
     draws = []
     original = decoding.sample_tokens
@@ -263,7 +265,7 @@ def test_the_default_config_samples_level_one(model, monkeypatch):
 def test_gumbel_max_draws_follow_the_softmax():
     from scipy.stats import chisquare
 
-    from soundstorm_hf.generation_soundstorm import sample_tokens
+    from soundstorm_hf.decoding_soundstorm import sample_tokens
 
     scores = torch.tensor([2.0, 1.0, 0.0, -1.0, float("-inf")])  # the last one is filtered out (top-k / top-p)
     draws = sample_tokens(scores.expand(200_000, -1), torch.Generator().manual_seed(0))
@@ -345,3 +347,85 @@ def test_guidance_when_a_prompt_covers_the_whole_row(model, implementation):
     codes = model.generate(semantic(2, 20), prompt_ids=prompt, prompt_lengths=torch.tensor([20, 19]), guidance_scale=3.0, seed=0)
     assert torch.equal(codes[0], prompt[0]) and torch.equal(codes[1, :, :19], prompt[1, :, :19])
     assert ((codes[1, :, 19] >= 0) & (codes[1, :, 19] < 32)).all()
+
+
+@pytest.mark.parametrize("settings", [dict(do_sample=False), dict(temperature=0.0)])
+def test_greedy_decoding_draws_no_noise_at_all(model, monkeypatch, settings):
+    """`do_sample=False` and `temperature=0` are deterministic, also with confidence noise configured (the bundled
+    model's `choice_temperature` is 2.0): whatever the seed or global RNG, one output and no random draw."""
+    import soundstorm_hf.decoding_soundstorm as decoding
+
+    def no_noise(*args, **kwargs):
+        raise AssertionError("deterministic decoding drew random noise")
+
+    monkeypatch.setattr(decoding, "gumbel_noise", no_noise)
+    model.generation_config.choice_temperature = 2.0
+    first = model.generate(semantic(2, 40), seed=0, **settings)
+    torch.manual_seed(7)
+    assert torch.equal(first, model.generate(semantic(2, 40), seed=1, **settings))
+    assert torch.equal(first, model.generate(semantic(2, 40), **settings))
+
+
+def test_guided_greedy_decoding_follows_u_plus_s_times_c_minus_u(model):
+    """The first pass of a guided greedy call, computed by hand: the logits are `u + s (c - u)` of the conditional
+    forward and the one with the prompt hidden; it fixes the most confident positions under them, with their argmax."""
+    model.config.prompt_dropout = 0.1  # a model trained for guidance: no warning
+    prompt = torch.randint(0, 32, (1, 4, 6), generator=torch.Generator().manual_seed(1))
+    ids, scale, frames = semantic(1, 30), 3.0, 30
+    output = model.generate(
+        ids, prompt_ids=prompt, guidance_scale=scale, do_sample=False, steps_per_level=[4, 1, 1, 1], return_trace=True
+    )
+    codes = torch.full((1, 4, frames), 32)
+    codes[..., :6] = prompt
+    with torch.no_grad():
+        conditional = model.heads[0](model.model(ids, codes).last_hidden_state)[0, 6:]
+        hidden_prompt = (torch.arange(frames) >= 6).long()[None]
+        unconditional = model.heads[0](model.model(ids, codes, hidden_prompt).last_hidden_state)[0, 6:]
+    confidence, tokens = (unconditional + scale * (conditional - unconditional)).log_softmax(dim=-1).max(dim=-1)
+    new = frames - 6
+    num_first = new - math.floor(new * math.cos(math.pi / 2 / 4))  # the cosine schedule's first of 4 iterations
+    fixed_first = output.trace[0, 0, 6:] == 0
+    assert sorted(fixed_first.nonzero().flatten().tolist()) == sorted(confidence.topk(num_first).indices.tolist())
+    assert torch.equal(output.sequences[0, 0, 6:][fixed_first], tokens[fixed_first])
+    assert not torch.equal(tokens, conditional.argmax(dim=-1)), "guidance must change some prediction here"
+    plain = model.generate(ids, prompt_ids=prompt, do_sample=False, steps_per_level=[1, 1, 1, 1])
+    assert torch.equal(plain[0, 0, 6:], conditional.argmax(dim=-1))
+
+
+@pytest.mark.parametrize(
+    "name, value", [("num_beams", 4), ("repetition_penalty", 1.2), ("max_new_tokens", 10), ("min_p", 0.1)]
+)
+def test_settings_the_decoder_ignores_are_refused(model, name, value):
+    """Autoregressive settings of transformers' GenerationConfig do nothing here: passed to `generate` (hence to the
+    pipeline and `generate_long`) they are an error naming them; in a config, a one-line warning (an error on save)."""
+    with pytest.raises(ValueError, match=name):
+        model.generate(semantic(1, 10), **{name: value})
+    with pytest.raises(ValueError, match=name):
+        model.generate_long(semantic(1, 10)[0], **{name: value})
+    with pytest.raises(ValueError, match=name):  # what a caller checks before expensive work
+        model.resolve_generation_config(**{name: value})
+    with pytest.warns(UserWarning, match=name) as record:
+        config = SoundStormGenerationConfig(**{name: value})
+    assert all("\n" not in str(warning.message) for warning in record)
+    with pytest.raises(ValueError, match=name):
+        config.validate(strict=True)
+
+
+def test_guidance_warns_once_on_a_model_not_trained_for_it(model):
+    prompt = torch.randint(0, 32, (1, 4, 6))
+    steps = dict(steps_per_level=[2, 1, 1, 1], seed=0)
+    assert not model.config.trained_for_guidance  # prompt_dropout and semantic_dropout are 0, as in the bundled model
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.generate(semantic(1, 20), prompt_ids=prompt, guidance_scale=2.0, **steps)
+        model.generate(semantic(1, 20), prompt_ids=prompt, guidance_scale=2.0, guidance_drops_semantic=True, **steps)
+        model.generate(semantic(1, 20), prompt_ids=prompt, **steps)  # no guidance: nothing to say
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == 2 and all("\n" not in message for message in messages), messages
+    assert "`prompt_dropout`" in messages[0] and "semantic_dropout" not in messages[0]
+    assert "`prompt_dropout`" in messages[1] and "`semantic_dropout`" in messages[1]
+    model.config.prompt_dropout = 0.2
+    assert model.config.trained_for_guidance
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.generate(semantic(1, 20), prompt_ids=prompt, guidance_scale=2.0, **steps)

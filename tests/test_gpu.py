@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from soundstorm_hf import SoundStormConfig, SoundStormDataCollator, SoundStormForConditionalGeneration
+from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
+from soundstorm_hf.collator import SoundStormDataCollator
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

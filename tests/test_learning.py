@@ -2,7 +2,8 @@
 
 import torch
 
-from soundstorm_hf import SoundStormConfig, SoundStormDataCollator, SoundStormForConditionalGeneration
+from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
+from soundstorm_hf.collator import SoundStormDataCollator
 
 
 def test_tiny_model_memorises_and_regenerates_its_training_set():

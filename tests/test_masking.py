@@ -6,7 +6,9 @@ import pytest
 import torch
 from scipy import stats
 
-from soundstorm_hf import SoundStormConfig, SoundStormDataCollator, apply_mask, sample_mask
+from soundstorm_hf import SoundStormConfig
+from soundstorm_hf.collator import SoundStormDataCollator
+from soundstorm_hf.masking import apply_mask, sample_mask
 
 
 def draws(count, num_levels=4, num_frames=64, seed=0, **kwargs):

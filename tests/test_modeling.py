@@ -8,13 +8,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-from soundstorm_hf import (
-    SoundStormConfig,
-    SoundStormDataCollator,
-    SoundStormForConditionalGeneration,
-    SoundStormModel,
-    level_metrics,
-)
+from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration, SoundStormModel
+from soundstorm_hf.collator import SoundStormDataCollator
+from soundstorm_hf.modeling_soundstorm import level_metrics
 
 
 @pytest.fixture
@@ -51,40 +47,35 @@ def test_presets():
         SoundStormConfig.from_preset("huge")
 
 
-def test_loss_uses_only_labelled_tokens_with_their_own_head(model, config):
+def test_logits_have_one_shape_and_the_loss_takes_labelled_tokens_with_their_own_head(model, config):
+    """`logits` are `(batch, levels, frames, vocab)` with or without labels (as `MaskedLMOutput` users expect); the
+    loss is the mean cross-entropy of the labelled tokens, each scored by its own level's head."""
     batch = random_batch(config, batch=4)
-    rows_per_head = {}
-    hooks = [
-        head.register_forward_hook(lambda module, args, out, level=level: rows_per_head.__setitem__(level, args[0].shape[0]))
-        for level, head in enumerate(model.heads)
-    ]
     output = model(**batch)
-    for hook in hooks:
-        hook.remove()
-    labelled = (batch["labels"] != -100).sum(dim=(0, 2))
-    # Every head runs (on zero rows when its level has no label, so that all take part in the backward pass).
-    assert rows_per_head == {level: int(n) for level, n in enumerate(labelled)}
-    assert output.loss.ndim == 0 and output.logits.shape == (int(labelled.sum()), config.codebook_size)
+    without_labels = model(batch["semantic_ids"], batch["acoustic_ids"], batch["attention_mask"])
+    assert output.logits.shape == without_labels.logits.shape == (4, config.num_levels, 20, config.codebook_size)
+    assert torch.allclose(output.logits, without_labels.logits)
+    hidden = model.model(batch["semantic_ids"], batch["acoustic_ids"], batch["attention_mask"]).last_hidden_state
+    assert torch.allclose(output.logits[:, 2], model.level_logits(hidden, 2), atol=1e-5)
 
-    metrics = level_metrics(output.logits, batch["labels"])
+    labels = batch["labels"]
+    losses = [
+        torch.nn.functional.cross_entropy(model.heads[q](hidden[b, t]), labels[b, q, t], reduction="sum")
+        for b, q, t in (labels != -100).nonzero().tolist()
+    ]
+    assert torch.allclose(output.loss, torch.stack(losses).sum() / len(losses), atol=1e-5)
+
+    metrics = level_metrics(output.logits, labels)
+    labelled = (labels != -100).sum(dim=(0, 2))
     assert torch.equal(metrics["level_num_targets"], labelled)
     present = labelled > 0
     weighted = (metrics["level_loss"][present] * labelled[present]).sum() / labelled.sum()
     assert torch.allclose(weighted, output.loss)
     assert torch.isnan(metrics["level_loss"][~present]).all() and torch.isnan(metrics["level_accuracy"][~present]).all()
-    # The level-major order of the logits: level 0's targets first, each scored by level 0's head.
-    level0 = batch["labels"][:, 0][batch["labels"][:, 0] != -100]
-    hidden = model.model(batch["semantic_ids"], batch["acoustic_ids"], batch["attention_mask"]).last_hidden_state
-    expected = model.heads[0](hidden[batch["labels"][:, 0] != -100])
-    assert torch.allclose(output.logits[: level0.numel()], expected, atol=1e-5)
-
-
-def test_logits_for_one_level_or_all(model, config):
-    batch = random_batch(config)
-    one = model(batch["semantic_ids"], batch["acoustic_ids"], level=2).logits
-    every = model(batch["semantic_ids"], batch["acoustic_ids"]).logits
-    assert one.shape == (2, 20, config.codebook_size) and every.shape == (2, config.num_levels, 20, config.codebook_size)
-    assert torch.allclose(every[:, 2], one, atol=1e-5)
+    level = int(present.nonzero()[0])
+    targets = labels[:, level][labels[:, level] != -100]
+    predictions = output.logits[:, level].argmax(dim=-1)[labels[:, level] != -100]
+    assert torch.isclose(metrics["level_accuracy"][level], (predictions == targets).float().mean())
 
 
 def test_padding_does_not_change_the_result(model, config):
@@ -187,15 +178,27 @@ def test_save_and_load_round_trip(model, config, tmp_path):
 
 
 def test_saved_folder_loads_with_remote_code_without_the_package(model, tmp_path):
+    """Every Auto class the README names loads a saved folder through its own copy of the code, in a process where
+    the package cannot be imported."""
     model.save_pretrained(tmp_path)
+    assert {"modeling_soundstorm.py", "configuration_soundstorm.py", "generation_soundstorm.py"} <= {
+        path.name for path in tmp_path.glob("*.py")
+    }
     expected = model.generate(torch.arange(6)[None], seed=0)
     script = f"""
 import sys
 sys.modules["soundstorm_hf"] = None  # the package must not be importable
 import torch
-from transformers import AutoModelForMaskedLM
-model = AutoModelForMaskedLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)
-assert "soundstorm_hf" not in type(model).__module__, type(model).__module__
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+folder = {str(tmp_path)!r}
+config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)
+names = [type(config).__name__, type(base).__name__, type(model).__name__]
+assert names == ["SoundStormConfig", "SoundStormModel", "SoundStormForConditionalGeneration"], names
+for loaded in (config, base, model):
+    assert "soundstorm_hf" not in type(loaded).__module__, type(loaded).__module__
+assert model.can_generate() and type(model.generation_config).__name__ == "SoundStormGenerationConfig"
 print(model.generate(torch.arange(6)[None], seed=0).flatten().tolist())
 """
     result = subprocess.run(
@@ -203,6 +206,39 @@ print(model.generate(torch.arange(6)[None], seed=0).flatten().tolist())
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.flatten().tolist()
+
+
+def test_can_generate_does_not_depend_on_class_names(config):
+    """transformers infers `can_generate()` from a base class whose name holds "GenerationMixin"; renaming the
+    decoder's classes must not take `generate` or its `generation_config` away."""
+    renamed = {
+        cls: (cls.__name__, cls.__qualname__)
+        for cls in SoundStormForConditionalGeneration.__mro__
+        if cls.__module__.startswith("soundstorm_hf") and "GenerationMixin" in cls.__qualname__
+    }
+    try:
+        for cls in renamed:
+            cls.__name__ = cls.__qualname__ = "Decoding"
+        assert "GenerationMixin" not in str(SoundStormForConditionalGeneration.__mro__)
+        assert SoundStormForConditionalGeneration.can_generate() and not SoundStormModel.can_generate()
+        assert SoundStormForConditionalGeneration(config).generation_config.steps_per_level == [16, 1, 1, 1]
+    finally:
+        for cls, (name, qualname) in renamed.items():
+            cls.__name__, cls.__qualname__ = name, qualname
+
+
+def test_importing_the_package_loads_neither_torch_nor_transformers():
+    script = """
+import sys
+import soundstorm_hf
+assert not {"torch", "transformers"} & set(sys.modules), "imported eagerly"
+assert "SoundStormPipeline" in dir(soundstorm_hf) and "SoundStormDataCollator" not in soundstorm_hf.__all__
+from soundstorm_hf import SoundStormConfig
+from transformers import AutoConfig
+assert AutoConfig.for_model("soundstorm").__class__ is SoundStormConfig  # the Auto classes know it once in use
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_loading_names_a_missing_config_and_refuses_an_invalid_generation_config(model, tmp_path):
@@ -218,3 +254,13 @@ def test_loading_names_a_missing_config_and_refuses_an_invalid_generation_config
     (tmp_path / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="config.json missing"):
         SoundStormForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_the_loss_traces_as_one_graph(model, config):
+    """The loss takes labelled tokens through `ignore_index`, not by selecting them: no shape depends on the labels'
+    values, so a training forward compiles as one graph (a host read or a data-dependent shape would break it).
+    `aot_eager` skips inductor's code generation, which would take most of a minute."""
+    batch = random_batch(config, batch=2)
+    eager = model(**batch).loss
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=False)
+    assert torch.allclose(compiled(**batch).loss, eager, atol=1e-5)

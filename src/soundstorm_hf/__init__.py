@@ -1,42 +1,38 @@
-"""SoundStorm (Borsos et al., 2023) for the Hugging Face ecosystem."""
+"""SoundStorm (Borsos et al., 2023) for the Hugging Face ecosystem.
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+The public API, imported on first use: `import soundstorm_hf` loads neither torch nor transformers, so that a
+command's `--help` or argument errors answer at once. Training parts live in their modules (`collator`, `masking`,
+`data`). Importing the model module registers it with transformers' `AutoConfig`, `AutoModel` (the base Conformer)
+and `AutoModelForMaskedLM` (the model with its heads, whose forward is masked-token prediction).
+"""
 
-from .collator import SoundStormDataCollator, trim_to_common_duration
-from .configuration_soundstorm import PRESETS, SoundStormConfig
-from .generation_soundstorm import SoundStormGenerateOutput, SoundStormGenerationConfig
-from .masking import MaskDraw, apply_mask, sample_mask
-from .modeling_soundstorm import (
-    SoundStormForConditionalGeneration,
-    SoundStormModel,
-    SoundStormOutput,
-    SoundStormPreTrainedModel,
-    level_metrics,
-)
+import importlib
 
-# AutoModel gives the base Conformer, as for every transformers model. The model with its heads is a masked-token
-# predictor (its training objective), so AutoModelForMaskedLM gives it.
-AutoConfig.register(SoundStormConfig.model_type, SoundStormConfig)
-AutoModel.register(SoundStormConfig, SoundStormModel)
-AutoModelForMaskedLM.register(SoundStormConfig, SoundStormForConditionalGeneration)
-# Saved folders carry their modeling code, so that they load with `trust_remote_code=True` anywhere.
-SoundStormConfig.register_for_auto_class()
-SoundStormModel.register_for_auto_class("AutoModel")
-SoundStormForConditionalGeneration.register_for_auto_class("AutoModelForMaskedLM")
+# Public name -> the module defining it.
+_EXPORTS = {
+    "SoundStormPipeline": "pipeline",
+    "PRESETS": "configuration_soundstorm",
+    "SoundStormConfig": "configuration_soundstorm",
+    "SoundStormForConditionalGeneration": "modeling_soundstorm",
+    "SoundStormModel": "modeling_soundstorm",
+    "SoundStormPreTrainedModel": "modeling_soundstorm",
+    "SoundStormGenerationConfig": "generation_configuration_soundstorm",
+    "SoundStormGenerateOutput": "decoding_soundstorm",
+    "load_acoustic_codec": "tokenizers",
+    "load_semantic_tokenizer": "tokenizers",
+}
 
-__all__ = [
-    "PRESETS",
-    "MaskDraw",
-    "SoundStormConfig",
-    "SoundStormDataCollator",
-    "SoundStormForConditionalGeneration",
-    "SoundStormGenerateOutput",
-    "SoundStormGenerationConfig",
-    "SoundStormModel",
-    "SoundStormOutput",
-    "SoundStormPreTrainedModel",
-    "apply_mask",
-    "level_metrics",
-    "sample_mask",
-    "trim_to_common_duration",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    importlib.import_module(".modeling_soundstorm", __name__)  # registers the Auto classes whatever is used first
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

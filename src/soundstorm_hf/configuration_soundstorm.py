@@ -47,6 +47,7 @@ class SoundStormConfig(PreTrainedConfig):
     """
 
     model_type = "soundstorm"
+    _auto_class = "AutoConfig"  # a saved folder carries this file, for `trust_remote_code=True`
 
     def __init__(
         self,
@@ -124,6 +125,12 @@ class SoundStormConfig(PreTrainedConfig):
     def semantic_null_id(self) -> int:
         """Semantic id meaning "no content condition" (classifier-free guidance)."""
         return self.semantic_vocab_size
+
+    @property
+    def trained_for_guidance(self) -> bool:
+        """Whether classifier-free guidance on the voice prompt (`guidance_scale` other than 1) is meaningful: only a
+        model that saw prompts dropped in training (`prompt_dropout` > 0) has a trained unconditional branch."""
+        return self.prompt_dropout > 0
 
     @property
     def semantic_upsampling(self) -> Fraction:

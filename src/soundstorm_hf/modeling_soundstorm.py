@@ -1,48 +1,26 @@
 """SoundStorm: a bidirectional Conformer over summed RVQ-token embeddings (Borsos et al., 2023)."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PreTrainedModel
 from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
-from transformers.utils import CONFIG_NAME, ModelOutput, TransformersKwargs, can_return_tuple, is_torchdynamo_compiling
+from transformers.utils import CONFIG_NAME, TransformersKwargs, can_return_tuple, is_torchdynamo_compiling
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_soundstorm import SoundStormConfig
-from .generation_soundstorm import ID_DTYPES, SoundStormGenerationConfig, SoundStormGenerationMixin
-
-IGNORE_INDEX = -100
-
-
-@dataclass
-class SoundStormOutput(ModelOutput):
-    """
-    Output of [`SoundStormForConditionalGeneration`].
-
-    Args:
-        loss (`torch.FloatTensor` of shape `()`): cross-entropy averaged over every labelled token.
-        logits (`torch.FloatTensor`): with `labels`, the logits of the labelled tokens only, `(labelled, vocab)`,
-            level-major (see [`level_metrics`]); with `level`, that head's logits `(batch, frames, vocab)`;
-            with neither, every head's `(batch, levels, frames, vocab)`.
-        hidden_states (`tuple(torch.FloatTensor)`): the embeddings and each block's output, `(batch, frames, hidden)`,
-            when `output_hidden_states=True`.
-        attentions (`tuple(torch.FloatTensor)`): each block's attention probabilities `(batch, heads, frames, frames)`,
-            when `output_attentions=True` (eager attention only).
-    """
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
+from .decoding_soundstorm import ID_DTYPES
+from .generation_configuration_soundstorm import SoundStormGenerationConfig
+from .generation_soundstorm import SoundStormGenerationMixin
+from .masking import IGNORE_INDEX
 
 
 def check_token_ids(name: str, ids: torch.Tensor, upper: int | None = None, upper_name: str = "") -> None:
@@ -289,6 +267,17 @@ class SoundStormPreTrainedModel(PreTrainedModel):
                 raise FileNotFoundError(f"{CONFIG_NAME} missing in {folder}: it is not a saved SoundStorm model folder.")
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As transformers' `save_pretrained`, with every Auto class of this file in `config.json`'s `auto_map`
+        (transformers writes the saved class's only), so that `AutoModel` and `AutoModelForMaskedLM` alike load the
+        folder through its copy of this code (`trust_remote_code=True`) where the package is not installed."""
+        module = self.__module__.rpartition(".")[2]
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            **{cls._auto_class: f"{module}.{cls.__name__}" for cls in (SoundStormModel, SoundStormForConditionalGeneration)},
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, SoundStormRotaryEmbedding):
@@ -297,6 +286,8 @@ class SoundStormPreTrainedModel(PreTrainedModel):
 
 class SoundStormModel(SoundStormPreTrainedModel):
     """The Conformer stack without output heads: token ids in, per-frame hidden states out."""
+
+    _auto_class = "AutoModel"  # a saved folder carries this file, for `trust_remote_code=True` (see `save_pretrained`)
 
     def __init__(self, config: SoundStormConfig):
         super().__init__(config)
@@ -393,24 +384,22 @@ def level_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch
     """Per-level loss, accuracy and target count of a training forward, for logging (training and evaluation).
 
     Args:
-        logits (`torch.Tensor` of shape `(labelled, vocab)`): [`SoundStormOutput.logits`] of a forward with `labels`.
-        labels (`torch.LongTensor` of shape `(batch, levels, frames)`): the labels of that forward.
+        logits (`torch.Tensor` of shape `(batch, levels, frames, vocab)`): the logits of a forward with `labels`.
+        labels (`torch.LongTensor` of shape `(batch, levels, frames)`): its labels, -100 where no loss is taken.
 
     Returns:
         `level_loss` and `level_accuracy` `(levels,)`, NaN for a level without targets, and `level_num_targets`
-        `(levels,)` to weight them when aggregating batches. Everything stays on the device.
+        `(levels,)` to weight them when aggregating batches. Everything stays on the device, with no host read.
     """
-    by_level = labels.transpose(0, 1)  # (levels, batch, frames): the order the logits were computed in
-    labelled = by_level != IGNORE_INDEX
-    targets = by_level[labelled]
-    level_of_target = torch.arange(by_level.shape[0], device=labels.device)[:, None, None].expand_as(by_level)[labelled]
-    num_targets = torch.bincount(level_of_target, minlength=by_level.shape[0])
-    losses = F.cross_entropy(logits.float(), targets, reduction="none")
-    correct = (logits.argmax(dim=-1) == targets).float()
-    zeros = losses.new_zeros(by_level.shape[0])
+    labelled = labels != IGNORE_INDEX  # (batch, levels, frames)
+    losses = F.cross_entropy(
+        logits.detach().flatten(0, 2).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view_as(labels)  # 0 where unlabelled
+    correct = (logits.argmax(dim=-1) == labels) & labelled
+    num_targets = labelled.sum(dim=(0, 2))
     return {
-        "level_loss": zeros.index_add(0, level_of_target, losses.detach()) / num_targets,
-        "level_accuracy": zeros.index_add(0, level_of_target, correct) / num_targets,
+        "level_loss": losses.sum(dim=(0, 2)) / num_targets,
+        "level_accuracy": correct.sum(dim=(0, 2)) / num_targets,
         "level_num_targets": num_targets,
     }
 
@@ -419,6 +408,7 @@ class SoundStormForConditionalGeneration(SoundStormGenerationMixin, SoundStormPr
     """SoundStorm with one output head per RVQ level: the masked-token loss in `forward`, MaskGIT decoding in `generate`."""
 
     generation_config_class = SoundStormGenerationConfig
+    _auto_class = "AutoModelForMaskedLM"  # its forward is masked-token prediction, its training objective
 
     def __init__(self, config: SoundStormConfig):
         super().__init__(config)
@@ -435,15 +425,15 @@ class SoundStormForConditionalGeneration(SoundStormGenerationMixin, SoundStormPr
         acoustic_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        level: int | None = None,
         semantic_embeds: torch.FloatTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
-    ) -> SoundStormOutput:
+    ) -> MaskedLMOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch, levels, frames)`): target codes, -100 where no loss is taken.
-            Logits are computed only at labelled tokens, each with its own level's head.
-        level (`int`): without `labels`, return the logits of this level's head only, `(batch, frames, vocab)`.
-            With neither, all heads are applied, `(batch, levels, frames, vocab)`.
+            The loss is the cross-entropy averaged over the labelled tokens, each scored by its own level's head.
+
+        Returns `logits` of shape `(batch, levels, frames, codebook_size)`, every head on every frame, with or without
+        `labels`; one head's logits are `level_logits(hidden_states, level)`.
         """
         outputs = self.model(
             semantic_ids=semantic_ids,
@@ -452,16 +442,13 @@ class SoundStormForConditionalGeneration(SoundStormGenerationMixin, SoundStormPr
             semantic_embeds=semantic_embeds,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
+        logits = torch.stack([head(outputs.last_hidden_state) for head in self.heads], dim=1)  # (B, Q, T, V)
         loss = None
         if labels is not None:
-            logits, targets = self.labelled_logits(hidden_states, labels)
-            loss = F.cross_entropy(logits.float(), targets)
-        elif level is not None:
-            logits = self.level_logits(hidden_states, level)
-        else:
-            logits = torch.stack([head(hidden_states) for head in self.heads], dim=1)
-        return SoundStormOutput(
+            self.check_labels(labels, logits.shape[:-1])
+            # `ignore_index` rather than selecting the labelled tokens: no shape that depends on values, no host read.
+            loss = F.cross_entropy(logits.flatten(0, 2).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
@@ -471,23 +458,17 @@ class SoundStormForConditionalGeneration(SoundStormGenerationMixin, SoundStormPr
             raise ValueError(f"`level` must be in [0, {self.config.num_levels}), got {level}.")
         return self.heads[level](hidden_states)
 
-    def labelled_logits(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits `(labelled, vocab)` and targets `(labelled,)` of the labelled tokens, level-major.
-
-        Each head runs on its own level's labelled frames only. Every head runs, on zero rows if need be, so that all
-        of them take part in the backward pass (no unused parameters under DDP).
-        """
-        config = self.config
-        if tuple(labels.shape) != (hidden_states.shape[0], config.num_levels, hidden_states.shape[1]):
+    def check_labels(self, labels: torch.Tensor, shape: torch.Size) -> None:
+        """Raises a `ValueError` naming `labels` for a wrong shape, a code outside the codebook, or no labelled token
+        at all (the mean loss would be NaN); the value checks are skipped while tracing, as `check_token_ids`'s."""
+        if tuple(labels.shape) != tuple(shape):
             raise ValueError(
                 f"`labels` must have the shape of `acoustic_ids` (batch, levels, frames), got {tuple(labels.shape)}."
             )
-        labelled = labels != IGNORE_INDEX  # (batch, levels, frames)
-        check_token_ids("labels", labels[labelled], config.codebook_size, "codebook_size")
+        labelled = labels != IGNORE_INDEX
+        check_token_ids("labels", labels.where(labelled, 0), self.config.codebook_size, "codebook_size")
         if not is_torchdynamo_compiling() and not bool(labelled.any()):
             raise ValueError("`labels` has no labelled token (all -100): there is nothing to learn from.")
-        logits = torch.cat([head(hidden_states[labelled[:, level]]) for level, head in enumerate(self.heads)])
-        return logits, labels.transpose(0, 1)[labelled.transpose(0, 1)]
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
                              cache_dir=None, force_download=False, proxies=None, local_files_only=False, token=None,
@@ -508,13 +489,19 @@ class SoundStormForConditionalGeneration(SoundStormGenerationMixin, SoundStormPr
                 revision=revision,
                 subfolder=subfolder,
             )
-        self.generation_config.check(self.config.num_levels)
+        self.generation_config.validate(num_levels=self.config.num_levels)
 
+
+# The installed package answers to transformers' Auto classes without remote code. A saved folder's copy of this file,
+# loaded with `trust_remote_code=True`, is registered by transformers itself.
+if __name__ == "soundstorm_hf.modeling_soundstorm":
+    AutoConfig.register(SoundStormConfig.model_type, SoundStormConfig, exist_ok=True)
+    AutoModel.register(SoundStormConfig, SoundStormModel, exist_ok=True)
+    AutoModelForMaskedLM.register(SoundStormConfig, SoundStormForConditionalGeneration, exist_ok=True)
 
 __all__ = [
     "SoundStormForConditionalGeneration",
     "SoundStormModel",
-    "SoundStormOutput",
     "SoundStormPreTrainedModel",
     "level_metrics",
 ]
