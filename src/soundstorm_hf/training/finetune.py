@@ -316,7 +316,7 @@ def cli(argv: list[str], prog: str | None = None) -> None:
         print(f"{parser.prog}: {stop}", file=sys.stderr)
         sys.exit(stop.exit_code)
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted before training started", file=sys.stderr)
+        print(f"{parser.prog}: interrupted outside the training steps", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
