@@ -159,3 +159,16 @@ def test_random_window_lengths_are_uniform_between_min_and_max_frames(config):
         assert torch.equal(semantic_ids, long["semantic_ids"][start // 2 : start // 2 + acoustic_ids.shape[-1] // 2])
     with pytest.raises(ValueError, match="min_frames"):
         SoundStormDataCollator(config, max_frames=40, min_frames=50)
+
+
+def test_the_rows_of_a_batch_share_one_random_window_length(config):
+    """Random windows add no padding: one length per batch, drawn anew for each batch, at most its shortest row."""
+    config.prompt_dropout = 0.0  # so that attention_mask is 0 on padding only
+    collator = SoundStormDataCollator(config, max_frames=40, min_frames=10, seed=0)
+    rows = [example(config, frames, seed=frames) for frames in (60, 36, 50)]
+    widths = set()
+    for _ in range(20):
+        batch = collator(rows)
+        assert bool(batch["attention_mask"].all()), "no padding"
+        widths.add(batch["acoustic_ids"].shape[-1])
+    assert len(widths) > 3 and min(widths) >= 10 and max(widths) <= 36

@@ -60,7 +60,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames-per-batch", type=int, default=96_000, help="Padded frames per batch (--max-frames-per-batch).")
     parser.add_argument("--max-frames", type=int, default=750, help="Longest training window, in acoustic frames.")
     parser.add_argument("--min-crop-frames", type=int, default=None,
-                        help="Random windows from this many frames to --max-frames, drawn per row (padding grows). "
+                        help="Random windows from this many frames to --max-frames (one length per batch). "
                              "Default: rows as they are, cut to --max-frames, batched with rows of their length.")
     parser.add_argument("--logging-steps", type=int, default=50, help="Steps between logs (and deadline checks).")
     parser.add_argument("--bench-preset", default="default", help="bench_training.py --preset of the benchmark.")

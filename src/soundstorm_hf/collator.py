@@ -32,13 +32,14 @@ def trim_to_common_duration(
 class SoundStormDataCollator:
     """Turns examples `{"semantic_ids": (frames_sem,), "acoustic_ids": (levels, frames)}` into a training batch.
 
-    Each example gets its own random window, its own prompt delimiter, level and mask ratio (see
+    Each example gets its own window start, its own prompt delimiter, level and mask ratio (see
     `masking.sample_mask`), and its own classifier-free-guidance dropout; then the batch is right-padded: acoustic
     input with MASK, labels with -100, semantics with the null id, and `attention_mask` 0 on padding and on a
     dropped prompt.
 
-    Windows: with `min_frames`, each example is cut to a length drawn uniformly between `min_frames` and
-    `max_frames` (at most its own length), as the paper trains on random 0-30 s windows; without it, only examples
+    Windows: with `min_frames`, the examples of a batch are cut to one length drawn uniformly between `min_frames`
+    and `max_frames` (at most the batch's shortest example), each at its own random start, as the paper trains on
+    random 0-30 s windows: one length per batch, so that random windows add no padding. Without it, only examples
     longer than `max_frames` are cut, to exactly `max_frames`. Lengths and starts fall on alignment-unit boundaries.
 
     Randomness comes from `seed` when given, otherwise from torch's global generator (which
@@ -69,10 +70,12 @@ class SoundStormDataCollator:
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         if len(examples) == 0:
             raise ValueError("Cannot collate an empty list of examples.")
-        rows = [self._prepare(example) for example in examples]
-        return self._pad(rows)
+        pairs = [self._tokens(example) for example in examples]
+        length = None if self.min_frames is None else self._window_length(min(acoustic.shape[-1] for _, acoustic in pairs))
+        return self._pad([self._prepare(*self._crop(semantic, acoustic, length)) for semantic, acoustic in pairs])
 
-    def _prepare(self, example: dict) -> dict[str, torch.Tensor]:
+    def _tokens(self, example: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """An example's checked semantic ids `(frames_sem,)` and codes `(levels, frames)`, trimmed to one duration."""
         config = self.config
         for key in ("semantic_ids", "acoustic_ids"):
             if key not in example:
@@ -85,8 +88,11 @@ class SoundStormDataCollator:
             raise ValueError(
                 f"`acoustic_ids` must have shape ({config.num_levels}, frames), got {tuple(acoustic_ids.shape)}."
             )
-        semantic_ids, acoustic_ids = self._crop(*trim_to_common_duration(semantic_ids, acoustic_ids, config))
+        return trim_to_common_duration(semantic_ids, acoustic_ids, config)
 
+    def _prepare(self, semantic_ids: torch.Tensor, acoustic_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The masked input, labels, attention mask and (maybe dropped) semantics of one windowed example."""
+        config = self.config
         draw = sample_mask(
             config.num_levels,
             acoustic_ids.shape[-1],
@@ -103,20 +109,26 @@ class SoundStormDataCollator:
             semantic_ids = torch.full_like(semantic_ids, config.semantic_null_id)
         return dict(semantic_ids=semantic_ids, acoustic_ids=input_ids, labels=labels, attention_mask=attention_mask)
 
-    def _crop(self, semantic_ids: torch.Tensor, acoustic_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random window (see the class docstring), starting where a semantic token starts."""
+    def _window_length(self, num_frames: int) -> int:
+        """A window length in alignment units, uniform between `min_frames` and `max_frames` (at most `num_frames`)."""
+        frames_per_unit = self.config.alignment_unit[0]
+        longest = min(num_frames, self.max_frames) // frames_per_unit
+        shortest = min(self.min_frames // frames_per_unit, longest)
+        return int(torch.randint(shortest, longest + 1, (), generator=self.generator))
+
+    def _crop(self, semantic_ids: torch.Tensor, acoustic_ids: torch.Tensor, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A window of `length` alignment units (drawn here when None, see the class docstring) at a random start,
+        which falls where a semantic token starts."""
         num_frames = acoustic_ids.shape[-1]
         if num_frames < 1:
             raise ValueError("Example has no acoustic frames.")
         frames_per_unit, tokens_per_unit = self.config.alignment_unit
-        longest = min(num_frames, self.max_frames) // frames_per_unit  # in alignment units
-        if self.min_frames is None:
+        if length is None and self.min_frames is None:
             if num_frames <= self.max_frames:
                 return semantic_ids, acoustic_ids
-            length = longest
-        else:
-            shortest = min(self.min_frames // frames_per_unit, longest)
-            length = int(torch.randint(shortest, longest + 1, (), generator=self.generator))
+            length = self.max_frames // frames_per_unit
+        elif length is None:
+            length = self._window_length(num_frames)
         start = int(torch.randint(num_frames // frames_per_unit - length + 1, (), generator=self.generator))
         return (
             semantic_ids[start * tokens_per_unit : (start + length) * tokens_per_unit],

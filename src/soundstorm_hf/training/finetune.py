@@ -295,8 +295,9 @@ def main(args, extra: list[str] = ()) -> dict[str, float]:
 
 
 def stop_on_sigterm(number, frame) -> None:
-    """Before training (which saves a checkpoint first), SIGTERM stops at once: its temporary files are removed."""
-    raise train.RunStopped(f"Stopped by {signal.Signals(number).name} before training started.", 128 + number)
+    """Outside the training steps (which save a checkpoint first), SIGTERM stops at once; temporary files go."""
+    raise train.RunStopped(f"Stopped by {signal.Signals(number).name} outside the training steps; the same command "
+                           "continues from the last checkpoint, if there is one.", 128 + number)
 
 
 def cli(argv: list[str], prog: str | None = None) -> None:
@@ -315,7 +316,7 @@ def cli(argv: list[str], prog: str | None = None) -> None:
         print(f"{parser.prog}: {stop}", file=sys.stderr)
         sys.exit(stop.exit_code)
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted before training started", file=sys.stderr)
+        print(f"{parser.prog}: interrupted outside the training steps", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
