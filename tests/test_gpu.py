@@ -47,3 +47,24 @@ def test_cuda_graph_decoding_pass_matches_eager_and_generates():
             codes = model.generate(semantic, prompt_ids=prompt, seed=seed)
             assert codes.shape == (2, config.num_levels, 120)
             assert (codes < config.codebook_size).all() and torch.equal(codes[..., :20], prompt)
+
+
+def test_a_training_step_never_waits_for_the_device():
+    """The training forward and backward read nothing back to the host (id and label checks included), so the CPU
+    runs ahead of the GPU; CUDA's sync debug mode turns any such read into an error."""
+    torch.manual_seed(0)
+    config = SoundStormConfig.from_preset("tiny")
+    model = SoundStormForConditionalGeneration(config).cuda().train()
+    examples = [
+        {"semantic_ids": torch.randint(0, 32, (50,)), "acoustic_ids": torch.randint(0, 32, (4, 100))} for _ in range(4)
+    ]
+    batch = {key: value.cuda() for key, value in SoundStormDataCollator(config, seed=0)(examples).items()}
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss)

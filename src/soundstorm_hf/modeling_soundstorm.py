@@ -23,14 +23,20 @@ from .generation_soundstorm import SoundStormGenerationMixin
 from .masking import IGNORE_INDEX
 
 
-def check_token_ids(name: str, ids: torch.Tensor, upper: int | None = None, upper_name: str = "") -> None:
-    """Raises a `ValueError` naming `name` for a non-integer dtype or, in eager mode, ids outside `[0, upper)`.
+def reads_values(ids: torch.Tensor, training: bool) -> bool:
+    """Whether checks may read `ids` on the host: not while tracing (`torch.compile`, `torch.export`), and not for
+    ids on an accelerator during training, where each read would stall the device once per step (training data is
+    checked when it is tokenized, `data.check_token_columns`)."""
+    return not is_torchdynamo_compiling() and not (training and ids.device.type != "cpu")
 
-    The range check reads values on the host, so it is skipped while tracing (`torch.compile`, `torch.export`).
-    """
+
+def check_token_ids(
+    name: str, ids: torch.Tensor, upper: int | None = None, upper_name: str = "", read_values: bool = True
+) -> None:
+    """Raises a `ValueError` naming `name` for a non-integer dtype or, when `read_values`, ids outside `[0, upper)`."""
     if ids.dtype not in ID_DTYPES:
         raise ValueError(f"`{name}` must hold integer token ids (int64, int32 or int16), got dtype {ids.dtype}.")
-    if upper is None or not ids.numel() or is_torchdynamo_compiling():
+    if upper is None or not ids.numel() or not read_values or is_torchdynamo_compiling():
         return
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= upper:
@@ -322,7 +328,10 @@ class SoundStormModel(SoundStormPreTrainedModel):
         if num_frames == 0:
             raise ValueError("`acoustic_ids` is an empty sequence (0 frames).")
         config.check_num_frames(num_frames)
-        check_token_ids("acoustic_ids", acoustic_ids, config.mask_token_id + 1, "codebook_size + 1 (MASK)")
+        read_values = reads_values(acoustic_ids, self.training)
+        check_token_ids(
+            "acoustic_ids", acoustic_ids, config.mask_token_id + 1, "codebook_size + 1 (MASK)", read_values
+        )
         if semantic_ids.ndim != 2:
             raise ValueError(f"`semantic_ids` must have shape (batch, frames), got {tuple(semantic_ids.shape)}.")
         if semantic_ids.shape[0] != batch:
@@ -335,7 +344,9 @@ class SoundStormModel(SoundStormPreTrainedModel):
                 f"{num_frames} acoustic frames at {config.acoustic_frame_rate} Hz need {expected} semantic tokens at "
                 f"{config.semantic_frame_rate} Hz, got {semantic_ids.shape[1]}."
             )
-        check_token_ids("semantic_ids", semantic_ids, config.semantic_null_id + 1, "semantic_vocab_size + 1 (null id)")
+        check_token_ids(
+            "semantic_ids", semantic_ids, config.semantic_null_id + 1, "semantic_vocab_size + 1 (null id)", read_values
+        )
         if attention_mask is not None and tuple(attention_mask.shape) != (batch, num_frames):
             raise ValueError(
                 f"`attention_mask` must have shape (batch, frames) = {(batch, num_frames)}, "
@@ -460,14 +471,15 @@ class SoundStormForConditionalGeneration(SoundStormGenerationMixin, SoundStormPr
 
     def check_labels(self, labels: torch.Tensor, shape: torch.Size) -> None:
         """Raises a `ValueError` naming `labels` for a wrong shape, a code outside the codebook, or no labelled token
-        at all (the mean loss would be NaN); the value checks are skipped while tracing, as `check_token_ids`'s."""
+        at all (the mean loss would be NaN); the value checks are skipped where `reads_values` says so."""
         if tuple(labels.shape) != tuple(shape):
             raise ValueError(
                 f"`labels` must have the shape of `acoustic_ids` (batch, levels, frames), got {tuple(labels.shape)}."
             )
+        read_values = reads_values(labels, self.training)
         labelled = labels != IGNORE_INDEX
-        check_token_ids("labels", labels.where(labelled, 0), self.config.codebook_size, "codebook_size")
-        if not is_torchdynamo_compiling() and not bool(labelled.any()):
+        check_token_ids("labels", labels.where(labelled, 0), self.config.codebook_size, "codebook_size", read_values)
+        if read_values and not bool(labelled.any()):
             raise ValueError("`labels` has no labelled token (all -100): there is nothing to learn from.")
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
