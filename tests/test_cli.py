@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import sys
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -90,6 +91,22 @@ def test_dialogue_prints_timeline(tiny_pipeline_folder, clips, tmp_path, capsys)
     assert lines[0].startswith("[A]") and lines[1].startswith("[B]")
     end = float(lines[1].split()[3])
     assert soundfile.info(output).duration == pytest.approx(end, abs=1e-3)
+
+
+def test_option_like_text_is_spoken_not_obeyed(tiny_pipeline_folder, clips, tmp_path, monkeypatch):
+    """`tts -- -fFILE` and a dialogue turn `-fFILE` speak those characters; they never read FILE (60 words, ~20 s)."""
+    from test_pipeline_faults import option_like_texts
+
+    monkeypatch.chdir(tmp_path)
+    texts, written = option_like_texts(tmp_path)
+    model = ["--model", str(tiny_pipeline_folder), "--seed", "0", "--iterations", "1"]
+    for engine in ("espeak-ng", "flite"):
+        for text in texts[:2]:
+            cli.main(["tts", *model, "--engine", engine, "--t2s", "none", "--", text, "tts.wav"])
+            assert soundfile.info("tts.wav").duration < 6, (engine, text)
+    Path("dialogue.txt").write_text(f"[A] {texts[0]} [A] {texts[3]}")
+    cli.main(["dialogue", "dialogue.txt", "dialogue.wav", *model, "--speaker", f"A={clips['voice']}"])
+    assert soundfile.info("dialogue.wav").duration < 10 and not written.exists()
 
 
 def test_user_errors_are_one_line(tiny_pipeline_folder, clips, tmp_path, capsys, monkeypatch):

@@ -233,3 +233,29 @@ def test_one_sample_wav_is_refused(pipe, tmp_path):  # noqa: F811
     soundfile.write(tmp_path / "one.wav", np.array([0.5], dtype=np.float32), 16000)
     with pytest.raises(ValueError, match=r"content audio: 1 samples .* \(one semantic unit\) is needed"):
         pipe(str(tmp_path / "one.wav"))
+
+
+# --- hostile text ----------------------------------------------------------------------------------------------------
+
+
+def option_like_texts(folder):
+    """Texts that a synthesizer would obey as options if they reached its command line (run from `folder`), and
+    what obeying would leave behind: `-f FILE` speaks a file of 60 words (about 20 s), `-w FILE` / `-o FILE` write
+    a file."""
+    (folder / "secret.txt").write_text("one two three four five six seven eight nine ten " * 6)
+    return ["-fsecret.txt", "-f secret.txt", "--help", "-w written.wav", "-o written.wav"], folder / "written.wav"
+
+
+@pytest.mark.parametrize("engine", ["espeak-ng", "flite"])
+def test_text_never_becomes_a_synthesizer_option(engine, tmp_path, monkeypatch):
+    from soundstorm_hf.text import phonemize, render_text
+
+    if shutil.which(engine) is None:
+        pytest.skip(f"{engine} is not installed")
+    monkeypatch.chdir(tmp_path)
+    texts, written = option_like_texts(tmp_path)
+    for text in texts:
+        waveform, rate = render_text(text, engine)
+        assert 0.3 < len(waveform) / rate < 6, f"{text!r} gave {len(waveform) / rate:.1f} s: not the text spoken"
+    assert not written.exists()
+    assert "sˈɛkɹɪt" in phonemize(texts[0]) and "wˈʌn" not in phonemize(texts[0])  # the T2S model's phonemizer too

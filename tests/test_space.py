@@ -94,6 +94,21 @@ def test_dialogue_tab(client, clips):
     assert float(rows[1][2]) - float(rows[0][3]) == pytest.approx(0.5, abs=0.01)
 
 
+def test_option_like_text_is_spoken_not_obeyed(client, clips, tmp_path, monkeypatch):
+    """A text such as `-fFILE` reaches the synthesizer as text, in the TTS and the dialogue tab: the server never
+    reads FILE (60 words, ~20 s of speech) nor writes one for `-w FILE`."""
+    from test_pipeline_faults import option_like_texts
+
+    monkeypatch.chdir(tmp_path)  # the server runs in this process: relative paths are the test's
+    texts, written = option_like_texts(tmp_path)
+    voice = handle_file(clips["voice"])
+    for text in texts:
+        audio, *_ = client.predict(text, voice, *SETTINGS, api_name="/tts")
+        assert duration(audio) < 6, text
+    audio, *_ = client.predict(f"[A] {texts[0]} [B] {texts[3]}", voice, voice, 0.4, *SETTINGS, api_name="/dialogue")
+    assert duration(audio) < 10 and not written.exists()
+
+
 @pytest.mark.parametrize(
     "case, message",
     [

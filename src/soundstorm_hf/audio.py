@@ -254,12 +254,14 @@ def synthesize_speech(text: str, voice: str = "en", words_per_minute: int | None
 
     A source of real, if robotic, speech that needs no download: tests, the offline tokenizers' corpus and text
     front ends use it. `voice` is an espeak-ng voice with an optional variant, e.g. `"en+m3"` or `"en-us+f3"`.
+    The text goes in on standard input, never on the command line, so no text (`-f/etc/passwd`, `--help`) can
+    become an option.
     """
-    command = ["espeak-ng", "-v", voice, "--stdout"]
+    command = ["espeak-ng", "-v", voice, "--stdout", "--stdin"]
     if words_per_minute is not None:
         command += ["-s", str(words_per_minute)]
     try:
-        result = subprocess.run(command + [text], capture_output=True, check=True)
+        result = subprocess.run(command, input=text.encode(), capture_output=True, check=True)
     except FileNotFoundError as error:
         raise RuntimeError("espeak-ng is not installed (Debian/Ubuntu: `apt-get install espeak-ng`).") from error
     except subprocess.CalledProcessError as error:

@@ -42,7 +42,11 @@ def available_engine() -> str:
 
 
 def render_text(text: str, engine: str | None = None, voice: str | None = None) -> tuple[np.ndarray, int]:
-    """Speak `text` with `engine` (default: the first installed): `(waveform (samples,), sampling_rate)`."""
+    """Speak `text` with `engine` (default: the first installed): `(waveform (samples,), sampling_rate)`.
+
+    The text never reaches a synthesizer's command line (espeak-ng reads standard input, flite a file of its own),
+    so a text such as `-f/etc/passwd` is spoken, not obeyed.
+    """
     text = text.strip()
     if not text:
         raise ValueError("The text is empty.")
@@ -51,8 +55,9 @@ def render_text(text: str, engine: str | None = None, voice: str | None = None) 
         return synthesize_speech(text, voice or "en")
     if engine == "flite":
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "speech.wav"
-            command = ["flite", "-t", text, "-o", str(path)] + (["-voice", voice] if voice else [])
+            path, text_path = Path(folder) / "speech.wav", Path(folder) / "text.txt"
+            text_path.write_text(text)
+            command = ["flite", "-f", str(text_path), "-o", str(path)] + (["-voice", voice] if voice else [])
             subprocess.run(command, capture_output=True, check=True)
             waveform, sampling_rate = soundfile.read(path, dtype="float32")
         return waveform, sampling_rate
