@@ -7,6 +7,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -107,6 +108,21 @@ def test_option_like_text_is_spoken_not_obeyed(client, clips, tmp_path, monkeypa
         assert duration(audio) < 6, text
     audio, *_ = client.predict(f"[A] {texts[0]} [B] {texts[3]}", voice, voice, 0.4, *SETTINGS, api_name="/dialogue")
     assert duration(audio) < 10 and not written.exists()
+
+
+def test_decompression_bomb_is_refused_before_decoding(client, clips, tmp_path):
+    """69 kB of FLAC holding 1.5 h of 48 kHz stereo (2 GB as float32) is refused from its header, at once; a FLAC
+    whose header leaves its length unknown is refused too."""
+    from test_pipeline_faults import peak_memory_mb, silent_flac
+
+    bomb, voice = silent_flac(tmp_path / "bomb.flac", 90 * 60), handle_file(clips["voice"])
+    started, memory = time.perf_counter(), peak_memory_mb()
+    with pytest.raises(Exception, match="The content audio: too long: 5400.0 s of audio, more than the 6 s allowed"):
+        client.predict(handle_file(str(bomb)), voice, *SETTINGS, api_name="/convert")
+    assert time.perf_counter() - started < 5 and peak_memory_mb() - memory < 100
+    stream = silent_flac(tmp_path / "stream.flac", 60, header_length=False)
+    with pytest.raises(Exception, match="does not give its length"):
+        client.predict("Hello.", handle_file(str(stream)), *SETTINGS, api_name="/tts")
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import soundfile
 import torch
 from matplotlib.figure import Figure
 
-from .audio import prepare_waveform
+from .audio import AudioSource, stream_waveform
 from .text import TextToSpeech, parse_dialogue
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -33,6 +33,7 @@ class Limits:
 
     max_seconds: float = 30.0  # content audio, and each voice prompt
     max_file_mb: float = 10.0
+    max_sampling_rate: int = 192_000  # with max_seconds, bounds what one upload decodes to
     max_characters: int = 500  # text, or a whole dialogue transcript
     concurrency: int = 1  # requests generating at once
     queue_size: int = 16  # requests waiting; more are turned away
@@ -114,23 +115,27 @@ class Demo:
         self.text = TextToSpeech(pipe, max_characters=limits.max_characters, t2s=t2s)
 
     def read(self, path: str | None, what: str) -> tuple[np.ndarray, int]:
-        """A checked mono waveform from an uploaded or recorded file, or a `gr.Error` saying what is wrong."""
+        """A checked mono waveform from an uploaded or recorded file, or a `gr.Error` saying what is wrong.
+
+        A few MB of FLAC can hold hours of silence: the duration is taken from the header and decoding stops at
+        the limit, so no upload costs more memory than `max_seconds` at `max_sampling_rate`.
+        """
         if not path:
             raise gr.Error(f"No {what}: upload a file, record one, or pick an example.")
         size_mb = os.path.getsize(path) / 2**20
         if size_mb > self.limits.max_file_mb:
             raise gr.Error(f"The {what} file is too large: {size_mb:.1f} MB, at most {self.limits.max_file_mb} MB.")
         try:
-            duration = soundfile.info(path).duration
-            waveform, rate = soundfile.read(path, dtype="float32")
+            rate = soundfile.info(path).samplerate
         except (soundfile.LibsndfileError, RuntimeError, TypeError):
             raise gr.Error(f"The {what} is not an audio file this demo can read (WAV, FLAC, OGG or MP3).") from None
-        if duration > self.limits.max_seconds:
-            raise gr.Error(f"The {what} is too long: {duration:.1f} s, at most {self.limits.max_seconds:.0f} s.")
+        if rate > self.limits.max_sampling_rate:
+            raise gr.Error(f"The {what} has {rate} Hz samples, at most {self.limits.max_sampling_rate} Hz.")
         try:
-            return prepare_waveform(waveform, rate).numpy(), rate
+            source = AudioSource(path, name=f"The {what}", max_seconds=self.limits.max_seconds)
+            return np.concatenate(list(stream_waveform(source))), rate  # (samples,)
         except ValueError as error:
-            raise gr.Error(f"The {what} cannot be used: {error}") from None
+            raise gr.Error(str(error)) from None
 
     def settings(self, iterations, temperature, guidance_scale, seed) -> dict:
         levels = self.pipe.model.config.num_levels

@@ -29,6 +29,8 @@ BLOCK_SAMPLES = 1 << 18
 LEVEL_FRAME_SECONDS = 0.05
 LEVEL_ABSOLUTE_GATE = 1e-7
 LEVEL_RELATIVE_GATE = 1e-2
+# What libsndfile reports as the length of a stream whose header does not give one (SF_COUNT_MAX).
+UNKNOWN_LENGTH = 2**63 - 1
 
 
 class AudioSource:
@@ -51,6 +53,8 @@ class AudioSource:
                 info = soundfile.info(str(self.path))
             except soundfile.LibsndfileError as error:
                 raise self.error(f"cannot read {self.path}: {error}") from error
+            if info.frames == UNKNOWN_LENGTH:
+                raise self.error(f"the header of {self.path} does not give its length")
             self.sampling_rate, self.num_samples = info.samplerate, info.frames
             _check_channels(info.channels, f"{self.path} has")
         else:
@@ -133,7 +137,7 @@ class AudioSource:
             yield _to_float(self.array[start : start + block_samples])
 
     def _too_long(self, num_samples: int) -> str:
-        return f"{num_samples / self.sampling_rate:.1f} s of audio, more than the {self.max_seconds:g} s allowed"
+        return f"too long: {num_samples / self.sampling_rate:.1f} s of audio, more than the {self.max_seconds:g} s allowed"
 
 
 def stream_waveform(
