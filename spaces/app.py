@@ -11,7 +11,7 @@ except ImportError:
 import torch
 
 from soundstorm_hf.app import launch_demo
-from soundstorm_hf.cli import UserError, load_pipeline, model_t2s
+from soundstorm_hf.loading import UserError, load_pipeline, model_t2s
 
 try:
     pipe = load_pipeline(device="cuda" if torch.cuda.is_available() else None)

@@ -310,3 +310,26 @@ def test_text_never_becomes_a_synthesizer_option(engine, tmp_path, monkeypatch):
         assert 0.3 < len(waveform) / rate < 6, f"{text!r} gave {len(waveform) / rate:.1f} s: not the text spoken"
     assert not written.exists()
     assert "sˈɛkɹɪt" in phonemize(texts[0]) and "wˈʌn" not in phonemize(texts[0])  # the T2S model's phonemizer too
+
+
+# --- outputs written atomically ----------------------------------------------------------------------------------------
+
+
+def test_convert_to_file_failing_midway_keeps_the_old_output(pipe, speech, tmp_path, monkeypatch):  # noqa: F811
+    """A full disk (or any error) after the first written block: the previous file is untouched, no partial file
+    remains beside it; a complete run replaces it."""
+    output = tmp_path / "out.wav"
+    output.write_bytes(b"the previous output")
+    write = soundfile.SoundFile.write
+
+    def write_then_fail(file, block):
+        write(file, block)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(soundfile.SoundFile, "write", write_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        pipe.convert_to_file(speech["the quick brown fox"], output, seed=0)
+    assert output.read_bytes() == b"the previous output" and [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+    monkeypatch.undo()
+    pipe.convert_to_file(speech["the quick brown fox"], output, seed=0)
+    assert soundfile.info(output).frames > 0 and [p.name for p in tmp_path.iterdir()] == ["out.wav"]

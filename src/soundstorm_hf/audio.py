@@ -10,9 +10,12 @@ rejects audio that would silently produce garbage tokens (empty, NaN, digital si
 from __future__ import annotations
 
 import io
+import os
 import subprocess
+import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +198,20 @@ def load_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.n
     source = AudioSource(path, name="audio file", max_seconds=max_seconds)
     waveform = np.concatenate(list(source.channel_blocks()))  # (samples, channels)
     return (waveform[:, 0] if waveform.shape[1] == 1 else waveform), source.sampling_rate
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` (same folder and extension) to write to; renamed over `path` once the block
+    completes, removed if it raises or is interrupted. So `path` always holds either what it held before or a
+    complete output, never a part of one (a full disk, Ctrl-C, SIGTERM turned into an exception)."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def prepare_waveform(

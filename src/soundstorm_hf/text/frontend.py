@@ -67,8 +67,9 @@ def render_text(text: str, engine: str | None = None, voice: str | None = None) 
 def parse_dialogue(transcript: str, speakers=None) -> list[Turn]:
     """`"[A] Hello. [B] Hi!"` -> `[Turn("A", "Hello."), Turn("B", "Hi!")]`.
 
-    Raises `ValueError` naming the problem: no tag, text before the first tag, an empty tag or turn, or a speaker
-    not in `speakers` (when given).
+    Raises `ValueError` naming the problem: no tag, text before the first tag, an empty tag or turn, a bracket
+    that opens or closes no tag (`[B Hi` would otherwise be spoken as the turn before), or a speaker not in
+    `speakers` (when given).
     """
     parts = SPEAKER_TAG.split(transcript)  # [before, speaker, text, speaker, text, ...]
     if len(parts) == 1:
@@ -90,6 +91,12 @@ def parse_dialogue(transcript: str, speakers=None) -> list[Turn]:
             )
         if not text:
             raise ValueError(f"Turn {number} ([{speaker}]) is empty.")
+        stray = re.search(r"[\[\]].{0,20}", text)
+        if stray:
+            raise ValueError(
+                f"Turn {number} ([{speaker}]) has an unclosed speaker tag or a stray bracket at {stray.group()!r}; "
+                "write tags as [A]."
+            )
         turns.append(Turn(speaker, text))
     return turns
 
