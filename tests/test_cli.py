@@ -357,3 +357,24 @@ def test_push_without_token_or_network_is_one_line_at_once(tiny_pipeline_folder,
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     fails(capsys, ["push", str(tiny_pipeline_folder), "me/tiny", "--token", "hf_x"], "OfflineModeIsEnabled")
     assert time.perf_counter() - started < 5
+
+
+def test_help_and_argument_errors_import_neither_torch_nor_transformers():
+    """`--help` and a usage error answer at once: the CLI imports torch, transformers and gradio only in the
+    commands that need them (beyond what `import soundstorm_hf` itself loads)."""
+    import subprocess
+
+    code = """
+import sys
+import soundstorm_hf
+before = set(sys.modules)
+from soundstorm_hf import cli
+for argv in (["--help"], ["convert", "--help"], ["demo", "--help"], ["convert"], ["tts", "hi", "o.wav", "--seed", "x"]):
+    try:
+        cli.main(argv)
+    except SystemExit:
+        pass
+print("HEAVY", sorted({name.split(".")[0] for name in set(sys.modules) - before} & {"torch", "transformers", "gradio"}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines()[-1] == "HEAVY []", result.stdout[-500:] + result.stderr[-2000:]
