@@ -53,13 +53,14 @@ def usable_audio(path: str | None, flag: str) -> None:
         raise UserError(f"{flag}: the audio file is empty: {path}")
 
 
-def writable_output(path: str, inputs: dict[str, str | None] = {}) -> None:
-    """Opens `path` for appending (then removes it if it was new): the one test that holds for every user and OS.
-    Refuses an output that is one of the `inputs` (`{flag: path}`), also through a link."""
+def writable_output(path: str, inputs: dict[str, str | None] | None = None) -> None:
+    """Opens `path` for appending (then removes it if it was new): the one test that holds for every user and OS;
+    the output is written beside it under a temporary name, so its folder must be writable too. Refuses an output
+    that is one of the `inputs` (`{flag: path}`), also through a link."""
     import soundfile
 
     target = Path(path)
-    for flag, source in inputs.items():
+    for flag, source in (inputs or {}).items():
         if source is not None and target.exists() and os.path.samefile(source, target):
             raise UserError(f"OUTPUT: {path} is also {flag}: write the output to another file")
     if target.suffix[1:].upper() not in soundfile.available_formats():
@@ -72,6 +73,8 @@ def writable_output(path: str, inputs: dict[str, str | None] = {}) -> None:
         raise UserError(f"OUTPUT: cannot write {path}: {error.strerror}") from None
     if not existed:
         target.unlink()
+    if not os.access(target.parent, os.W_OK):
+        raise UserError(f"OUTPUT: cannot create files in {target.parent}, where {target.name} is written")
 
 
 def generation_settings(args, voice_prompts: list[str]) -> dict:
