@@ -287,6 +287,8 @@ def synthesize_speech(text: str, voice: str = "en", words_per_minute: int | None
         raise RuntimeError("espeak-ng is not installed (Debian/Ubuntu: `apt-get install espeak-ng`).") from error
     except subprocess.CalledProcessError as error:
         raise ValueError(f"espeak-ng failed for voice {voice!r}: {error.stderr.decode().strip()}") from error
+    if not result.stdout:  # nothing to say: no WAV at all
+        raise ValueError(f"espeak-ng produced no speech for {text!r}.")
     waveform, sampling_rate = soundfile.read(io.BytesIO(result.stdout), dtype="float32")
     if waveform.size == 0 or np.abs(waveform).max() <= SILENCE_PEAK:
         raise ValueError(f"espeak-ng produced no speech for {text!r}.")
