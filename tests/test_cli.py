@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import sys
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -92,6 +93,22 @@ def test_dialogue_prints_timeline(tiny_pipeline_folder, clips, tmp_path, capsys)
     assert soundfile.info(output).duration == pytest.approx(end, abs=1e-3)
 
 
+def test_option_like_text_is_spoken_not_obeyed(tiny_pipeline_folder, clips, tmp_path, monkeypatch):
+    """`tts -- -fFILE` and a dialogue turn `-fFILE` speak those characters; they never read FILE (60 words, ~20 s)."""
+    from test_pipeline_faults import option_like_texts
+
+    monkeypatch.chdir(tmp_path)
+    texts, written = option_like_texts(tmp_path)
+    model = ["--model", str(tiny_pipeline_folder), "--seed", "0", "--iterations", "1"]
+    for engine in ("espeak-ng", "flite"):
+        for text in texts[:2]:
+            cli.main(["tts", *model, "--engine", engine, "--t2s", "none", "--", text, "tts.wav"])
+            assert soundfile.info("tts.wav").duration < 6, (engine, text)
+    Path("dialogue.txt").write_text(f"[A] {texts[0]} [A] {texts[3]}")
+    cli.main(["dialogue", "dialogue.txt", "dialogue.wav", *model, "--speaker", f"A={clips['voice']}"])
+    assert soundfile.info("dialogue.wav").duration < 10 and not written.exists()
+
+
 def test_user_errors_are_one_line(tiny_pipeline_folder, clips, tmp_path, capsys, monkeypatch):
     model = ["--model", str(tiny_pipeline_folder)]
     out = str(tmp_path / "out.wav")
@@ -105,7 +122,7 @@ def test_user_errors_are_one_line(tiny_pipeline_folder, clips, tmp_path, capsys,
         fails(capsys, ["convert", content, out, "--guidance-scale", "2"] + model, "--guidance-scale needs --voice-prompt")
         fails(capsys, ["convert", content, out, "--compile"] + model, "--compile records CUDA graphs")
     monkeypatch.delenv(cli.MODEL_ENV, raising=False)
-    monkeypatch.setattr(cli, "BUNDLED_DEFAULT", tmp_path / "default")
+    monkeypatch.setattr("soundstorm_hf.pipeline.BUNDLED_DEFAULT_MODEL", tmp_path / "default")
     fails(capsys, ["convert", content, out], "bundled default model is not built yet")
     silent, garbage = tmp_path / "silent.wav", tmp_path / "garbage.wav"
     soundfile.write(silent, [0.0] * 16000, 16000)
@@ -192,3 +209,174 @@ def test_adapter_flag_merges_a_lora_adapter_and_refuses_another_base(tiny_pipeli
     (adapter / ADAPTER_INFO_NAME).write_text(json.dumps({**info, "base_fingerprint": "0" * 16}))  # another base's
     fails(capsys, argv + ["--adapter", str(adapter)], "was trained on the base model the tiny base, not on")
     fails(capsys, argv + ["--adapter", str(tmp_path / "nowhere")], "adapter")
+
+
+# --- faults: one line naming the problem, outputs never destroyed ------------------------------------------------------
+
+
+def broken_copy(folder, tmp_path, name, damage):
+    copy = tmp_path / name
+    shutil.copytree(folder, copy)
+    damage(copy)
+    return str(copy)
+
+
+def edit_config(**changes):
+    def damage(folder):
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **{k: config[k] + v for k, v in changes.items()}}))
+
+    return damage
+
+
+def truncate_weights(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+class RunsCode:
+    """A pickle that would run a command when loaded unsafely."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def pickled_weights(payload):
+    def damage(folder):
+        import torch
+
+        (folder / "model.safetensors").unlink()
+        torch.save(payload, folder / "pytorch_model.bin")
+
+    return damage
+
+
+def test_damaged_model_folders_are_one_line(tiny_pipeline_folder, clips, tmp_path, capsys):
+    marker = tmp_path / "code_ran"
+    argv = ["convert", str(clips["content"]), str(tmp_path / "out.wav"), "--model"]
+    for name, damage, message in [
+        ("truncated", truncate_weights, "model.safetensors is damaged or truncated"),
+        ("wider", edit_config(hidden_size=64), "config.json does not match model.safetensors: model."),
+        ("deeper", edit_config(num_hidden_layers=1), "is missing from the weights"),
+        ("shallower", edit_config(num_hidden_layers=-1), "which the config has no place for"),
+        ("pickle", pickled_weights({"weight": RunsCode(marker)}), "pytorch_model.bin holds Python objects"),
+        ("list", pickled_weights([1, 2, 3]), "its weights are not a state dict"),
+    ]:
+        fails(capsys, argv + [broken_copy(tiny_pipeline_folder, tmp_path, name, damage)], message)
+    assert not marker.exists(), "the pickle's code ran"
+
+
+def test_adapter_without_its_facts_names_the_file(tiny_pipeline_folder, clips, tmp_path, capsys):
+    pytest.importorskip("peft")
+    from soundstorm_hf.pipeline import ADAPTER_INFO_NAME
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    argv = ["convert", str(clips["content"]), str(tmp_path / "out.wav"), "--model", str(tiny_pipeline_folder), "--adapter", str(adapter)]
+    (adapter / ADAPTER_INFO_NAME).write_text("{not json")
+    error = fails(capsys, argv, f"--adapter: {adapter / ADAPTER_INFO_NAME} is not valid JSON")
+    assert "--model" not in error
+    (adapter / ADAPTER_INFO_NAME).write_text(json.dumps({"base_model": "somewhere"}))
+    fails(capsys, argv, f"--adapter: {adapter / ADAPTER_INFO_NAME} lacks base_fingerprint")
+
+
+def test_bad_settings_are_one_line_before_loading(tiny_pipeline_folder, clips, tmp_path, capsys):
+    import torch
+
+    out, content, voice = str(tmp_path / "out.wav"), str(clips["content"]), str(clips["voice"])
+    convert = ["convert", content, out, "--model", str(tiny_pipeline_folder)]
+    fails(capsys, convert + ["--device", "tpu9"], "--device: 'tpu9' is not a torch device")
+    if not torch.cuda.is_available():
+        fails(capsys, convert + ["--device", "cuda"], "--device: cuda: no such device is available")
+    transcript = tmp_path / "t.txt"
+    transcript.write_text("[A] Hello [B Hi")
+    dialogue = ["dialogue", str(transcript), out, "--speaker", f"A={voice}", "--speaker", f"B={voice}", "--model", str(tiny_pipeline_folder)]
+    with mock.patch.object(cli, "load_pipeline", side_effect=AssertionError("the model loaded before a flag was checked")):
+        fails(capsys, convert + ["--seed", str(2**70)], "--seed must lie in [0, 2**64 - 1], got 1180591620717411303424")
+        fails(capsys, dialogue + ["--pause", "1e9"], "--pause must lie in [0, 60] seconds, got 1000000000.0")
+        fails(capsys, dialogue + ["--pause", "nan"], "--pause must lie in [0, 60] seconds, got nan")
+        fails(capsys, dialogue, "Turn 1 ([A]) has an unclosed speaker tag or a stray bracket at '[B Hi'")
+
+
+def test_output_that_is_an_input_is_refused(tiny_pipeline_folder, clips, tmp_path, capsys):
+    content = tmp_path / "content.wav"
+    shutil.copy(clips["content"], content)
+    (tmp_path / "link.wav").symlink_to(content)
+    before = content.read_bytes()
+    model = ["--model", str(tiny_pipeline_folder)]
+    fails(capsys, ["convert", str(content), str(content)] + model, f"OUTPUT: {content} is also INPUT")
+    fails(capsys, ["convert", str(clips["voice"]), str(tmp_path / "link.wav"), "--voice-prompt", str(content)] + model, "is also --voice-prompt")
+    fails(capsys, ["tts", "hi", str(tmp_path / "link.wav"), "--voice-prompt", str(content)] + model, "is also --voice-prompt")
+    assert content.read_bytes() == before
+
+
+@pytest.mark.parametrize("command, signal_name", [("convert", "SIGTERM"), ("convert", "SIGINT"), ("tts", "SIGTERM")])
+def test_signal_while_writing_keeps_the_old_output(tiny_pipeline_folder, clips, tmp_path, capsys, monkeypatch, command, signal_name):
+    """A signal arriving while the output file is open (convert streams it block by block; tts writes it at once):
+    exit 128 + its number with one line, the existing output byte for byte as it was, and no partial file left."""
+    import os
+    import signal
+
+    import soundfile
+
+    def signal_after(write):
+        def written_then_signalled(file, *args, **kwargs):
+            write(file, *args, **kwargs)
+            assert Path(file.name if hasattr(file, "name") else file).stat().st_size > 44  # samples are in the file
+            os.kill(os.getpid(), getattr(signal, signal_name))
+
+        return written_then_signalled
+
+    monkeypatch.setattr(soundfile.SoundFile, "write", signal_after(soundfile.SoundFile.write))
+    monkeypatch.setattr(soundfile, "write", signal_after(soundfile.write))
+    output = tmp_path / "out.wav"
+    output.write_bytes(b"the previous output")
+    model = ["--model", str(tiny_pipeline_folder), "--seed", "0", "--iterations", "1"]
+    argv = {"convert": ["convert", str(clips["content"]), str(output)], "tts": ["tts", "the quick brown fox", str(output)]}
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv[command] + model)
+    assert exit.value.code == 128 + getattr(signal, signal_name)
+    error = capsys.readouterr().err
+    assert error == f"soundstorm-hf {command}: stopped by {signal_name}\n"
+    assert output.read_bytes() == b"the previous output"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.wav"]
+
+
+def test_push_without_token_or_network_is_one_line_at_once(tiny_pipeline_folder, capsys, monkeypatch):
+    import time
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    fails(capsys, ["push", str(tiny_pipeline_folder), "me/tiny"], "pushing needs a Hub token: pass --token")
+    started = time.perf_counter()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    fails(capsys, ["push", str(tiny_pipeline_folder), "me/tiny", "--token", "hf_x"], "cannot push to http://127.0.0.1:9: ConnectError")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    fails(capsys, ["push", str(tiny_pipeline_folder), "me/tiny", "--token", "hf_x"], "OfflineModeIsEnabled")
+    assert time.perf_counter() - started < 5
+
+
+def test_help_and_argument_errors_import_neither_torch_nor_transformers():
+    """`--help` and a usage error answer at once: the CLI imports torch, transformers and gradio only in the
+    commands that need them (beyond what `import soundstorm_hf` itself loads)."""
+    import subprocess
+
+    code = """
+import sys
+import soundstorm_hf
+before = set(sys.modules)
+from soundstorm_hf import cli
+for argv in (["--help"], ["convert", "--help"], ["demo", "--help"], ["convert"], ["tts", "hi", "o.wav", "--seed", "x"]):
+    try:
+        cli.main(argv)
+    except SystemExit:
+        pass
+print("HEAVY", sorted({name.split(".")[0] for name in set(sys.modules) - before} & {"torch", "transformers", "gradio"}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines()[-1] == "HEAVY []", result.stdout[-500:] + result.stderr[-2000:]

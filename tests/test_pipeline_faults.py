@@ -1,8 +1,10 @@
 """Nothing lost, nothing silent: each fault of loading, reading and writing ends in correct output or a named error."""
 
+import resource
 import shutil
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,12 +121,12 @@ def test_chunked_decoding_matches_decoding_at_once(pipe, long_speech):  # noqa: 
 
 def test_max_input_seconds_refuses_before_reading(pipe, tmp_path):  # noqa: F811
     limited = SoundStormPipeline(pipe.model, pipe.codec, pipe.semantic_tokenizer, max_input_seconds=10)
-    with pytest.raises(ValueError, match="content audio: 20.0 s of audio, more than the 10 s allowed"):
+    with pytest.raises(ValueError, match="content audio: too long: 20.0 s of audio, more than the 10 s allowed"):
         limited(np.full(20 * 16000, 0.1, dtype=np.float32), 16000)
     # A FLAC header that claims 2^30 samples (18 hours at 16 kHz) is refused from the header alone.
     path = forged_flac(tmp_path, 2**30)
     started = time.perf_counter()
-    with pytest.raises(ValueError, match="voice prompt: 67108.9 s of audio, more than the 10 s allowed"):
+    with pytest.raises(ValueError, match="voice prompt: too long: 67108.9 s of audio, more than the 10 s allowed"):
         limited(np.full(16000, 0.1, dtype=np.float32), 16000, voice_prompt=str(path))
     assert time.perf_counter() - started < 1.0
 
@@ -138,6 +140,55 @@ def forged_flac(tmp_path, claimed_samples: int):
     data[18:26] = (fields | claimed_samples).to_bytes(8, "big")
     path.write_bytes(data)
     return path
+
+
+def crc(data: bytes, polynomial: int, bits: int) -> int:
+    """FLAC's frame checksums (CRC-8 of headers, CRC-16 of frames; MSB first, initial value 0)."""
+    top, mask, value = 1 << (bits - 1), (1 << bits) - 1, 0
+    for byte in data:
+        value ^= byte << (bits - 8)
+        for _ in range(8):
+            value = ((value << 1) ^ polynomial) & mask if value & top else (value << 1) & mask
+    return value
+
+
+def silent_flac(path, seconds: int, rate: int = 48000, channels: int = 2, header_length: bool = True):
+    """A decompression bomb: a valid 16-bit FLAC of `seconds` of digital silence, each 65535-sample frame 6 bytes
+    of CONSTANT subframes (1.5 h of 48 kHz stereo is 69 kB, 2 GB decoded as float32). Written directly because
+    encoding that much silence takes libsndfile ~10 s. Without `header_length` its STREAMINFO leaves the length
+    unknown, as the format allows."""
+    block, total = 65535, seconds * rate
+    streaminfo = block.to_bytes(2, "big") * 2 + bytes(6)  # block sizes, unknown frame sizes
+    fields = (rate << 44) | ((channels - 1) << 41) | (15 << 36) | (total if header_length else 0)
+    streaminfo += fields.to_bytes(8, "big") + bytes(16)  # no MD5
+    parts = [b"fLaC", b"\x80" + len(streaminfo).to_bytes(3, "big"), streaminfo]
+    for number in range(-(-total // block)):
+        size = min(block, total - number * block)
+        # sync + fixed blocking; 16-bit size at the end, STREAMINFO's rate; L/R channels, 16 bits; frame number (UTF-8 coded)
+        header = b"\xff\xf8" + bytes([0x70, (channels - 1) << 4 | 0x08]) + chr(number).encode()
+        header += (size - 1).to_bytes(2, "big")
+        frame = header + bytes([crc(header, 0x07, 8)]) + bytes(3) * channels  # CONSTANT 0 per channel
+        parts.append(frame + crc(frame, 0x8005, 16).to_bytes(2, "big"))
+    Path(path).write_bytes(b"".join(parts))
+    return path
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far: a call that decodes a bomb raises it by GBs."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_decompression_bomb_is_refused_before_decoding(pipe, tmp_path):  # noqa: F811
+    """1.5 h of 48 kHz stereo in 69 kB of FLAC: refused from its header by `max_input_seconds`, at once."""
+    bomb = silent_flac(tmp_path / "bomb.flac", 90 * 60)
+    limited = SoundStormPipeline(pipe.model, pipe.codec, pipe.semantic_tokenizer, max_input_seconds=30)
+    for call in (lambda: limited(str(bomb)), lambda: limited(np.full(16000, 0.1, np.float32), 16000, voice_prompt=str(bomb))):
+        started, memory = time.perf_counter(), peak_memory_mb()
+        with pytest.raises(ValueError, match="too long: 5400.0 s of audio, more than the 30 s allowed"):
+            call()
+        assert time.perf_counter() - started < 1.0 and peak_memory_mb() - memory < 50
+    with pytest.raises(ValueError, match="the header of .* does not give its length"):
+        limited(str(silent_flac(tmp_path / "stream.flac", 60, header_length=False)))
 
 
 def test_file_whose_header_claims_more_is_an_error_not_an_allocation(tmp_path):
@@ -233,3 +284,52 @@ def test_one_sample_wav_is_refused(pipe, tmp_path):  # noqa: F811
     soundfile.write(tmp_path / "one.wav", np.array([0.5], dtype=np.float32), 16000)
     with pytest.raises(ValueError, match=r"content audio: 1 samples .* \(one semantic unit\) is needed"):
         pipe(str(tmp_path / "one.wav"))
+
+
+# --- hostile text ----------------------------------------------------------------------------------------------------
+
+
+def option_like_texts(folder):
+    """Texts that a synthesizer would obey as options if they reached its command line (run from `folder`), and
+    what obeying would leave behind: `-f FILE` speaks a file of 60 words (about 20 s), `-w FILE` / `-o FILE` write
+    a file."""
+    (folder / "secret.txt").write_text("one two three four five six seven eight nine ten " * 6)
+    return ["-fsecret.txt", "-f secret.txt", "--help", "-w written.wav", "-o written.wav"], folder / "written.wav"
+
+
+@pytest.mark.parametrize("engine", ["espeak-ng", "flite"])
+def test_text_never_becomes_a_synthesizer_option(engine, tmp_path, monkeypatch):
+    from soundstorm_hf.text import phonemize, render_text
+
+    if shutil.which(engine) is None:
+        pytest.skip(f"{engine} is not installed")
+    monkeypatch.chdir(tmp_path)
+    texts, written = option_like_texts(tmp_path)
+    for text in texts:
+        waveform, rate = render_text(text, engine)
+        assert 0.3 < len(waveform) / rate < 6, f"{text!r} gave {len(waveform) / rate:.1f} s: not the text spoken"
+    assert not written.exists()
+    assert "sˈɛkɹɪt" in phonemize(texts[0]) and "wˈʌn" not in phonemize(texts[0])  # the T2S model's phonemizer too
+
+
+# --- outputs written atomically ----------------------------------------------------------------------------------------
+
+
+def test_convert_to_file_failing_midway_keeps_the_old_output(pipe, speech, tmp_path, monkeypatch):  # noqa: F811
+    """A full disk (or any error) after the first written block: the previous file is untouched, no partial file
+    remains beside it; a complete run replaces it."""
+    output = tmp_path / "out.wav"
+    output.write_bytes(b"the previous output")
+    write = soundfile.SoundFile.write
+
+    def write_then_fail(file, block):
+        write(file, block)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(soundfile.SoundFile, "write", write_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        pipe.convert_to_file(speech["the quick brown fox"], output, seed=0)
+    assert output.read_bytes() == b"the previous output" and [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+    monkeypatch.undo()
+    pipe.convert_to_file(speech["the quick brown fox"], output, seed=0)
+    assert soundfile.info(output).frames > 0 and [p.name for p in tmp_path.iterdir()] == ["out.wav"]

@@ -7,6 +7,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -95,6 +96,35 @@ def test_dialogue_tab(client, clips):
     assert float(rows[1][2]) - float(rows[0][3]) == pytest.approx(0.5, abs=0.01)
 
 
+def test_option_like_text_is_spoken_not_obeyed(client, clips, tmp_path, monkeypatch):
+    """A text such as `-fFILE` reaches the synthesizer as text, in the TTS and the dialogue tab: the server never
+    reads FILE (60 words, ~20 s of speech) nor writes one for `-w FILE`."""
+    from test_pipeline_faults import option_like_texts
+
+    monkeypatch.chdir(tmp_path)  # the server runs in this process: relative paths are the test's
+    texts, written = option_like_texts(tmp_path)
+    voice = handle_file(clips["voice"])
+    audio, *_ = client.predict(texts[0], voice, *SETTINGS, api_name="/tts")  # every text and engine: test_pipeline_faults
+    assert duration(audio) < 6
+    audio, *_ = client.predict(f"[A] {texts[1]} [B] {texts[3]}", voice, voice, 0.4, *SETTINGS, api_name="/dialogue")
+    assert duration(audio) < 10 and not written.exists()
+
+
+def test_decompression_bomb_is_refused_before_decoding(client, clips, tmp_path):
+    """69 kB of FLAC holding 1.5 h of 48 kHz stereo (2 GB as float32) is refused from its header, at once; a FLAC
+    whose header leaves its length unknown is refused too."""
+    from test_pipeline_faults import peak_memory_mb, silent_flac
+
+    bomb, voice = silent_flac(tmp_path / "bomb.flac", 90 * 60), handle_file(clips["voice"])
+    started, memory = time.perf_counter(), peak_memory_mb()
+    with pytest.raises(Exception, match="The content audio: too long: 5400.0 s of audio, more than the 6 s allowed"):
+        client.predict(handle_file(str(bomb)), voice, *SETTINGS, api_name="/convert")
+    assert time.perf_counter() - started < 5 and peak_memory_mb() - memory < 100
+    stream = silent_flac(tmp_path / "stream.flac", 60, header_length=False)
+    with pytest.raises(Exception, match="does not give its length"):
+        client.predict("Hello.", handle_file(str(stream)), *SETTINGS, api_name="/tts")
+
+
 @pytest.mark.parametrize(
     "case, message",
     [
@@ -125,6 +155,50 @@ def test_bad_inputs_give_a_clear_error(client, clips, tmp_path, case, message):
     with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")) as error:
         calls[case]()
     assert "Traceback" not in str(error.value)
+
+
+@pytest.mark.parametrize("seed", [2**70, "abc", "NaN", 1.5, -1])
+def test_bad_seed_is_a_clear_error(client, clips, seed):
+    with pytest.raises(Exception, match="Seed must be a whole number from 0 up to 2\\*\\*64 - 1, got") as error:
+        client.predict("Hello.", handle_file(clips["voice"]), 4, 1.0, 1.0, seed, api_name="/tts")
+    assert "Traceback" not in str(error.value)
+
+
+def test_bad_pause_is_a_clear_error(client, clips):
+    voice = handle_file(clips["voice"])
+    with pytest.raises(Exception, match="Value 1000000000.0 is greater than maximum value 2.0"):
+        client.predict("[A] Hi. [B] Yo.", voice, voice, 1e9, *SETTINGS, api_name="/dialogue")
+
+
+def test_waiting_requests_see_their_place_and_expected_wait(client, clips, monkeypatch):
+    """Requests beyond the concurrency limit wait in Gradio's queue, which tells each its place and, once requests
+    have been timed, the expected wait: what the page shows on the result while waiting. The first request is held
+    inside the handler so that the others queue behind it."""
+    import threading
+
+    import soundstorm_hf.text.frontend as frontend
+
+    gate, render_text = threading.Event(), frontend.render_text
+    monkeypatch.setattr(frontend, "render_text", lambda *args: gate.wait(30) and render_text(*args))
+    voice = handle_file(clips["voice"])
+
+    def queue_statuses(count: int, ready) -> list:
+        """Submits `count` requests, polls their queue statuses until `ready(statuses)`, then lets them run."""
+        gate.clear()
+        jobs = [client.submit("Hello there.", voice, *SETTINGS, api_name="/tts") for _ in range(count)]
+        deadline = time.perf_counter() + 30
+        while not ready(statuses := [job.status() for job in jobs]) and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        gate.set()
+        for job in jobs:
+            job.result()
+        return statuses
+
+    two_waiting = lambda statuses: sum(s.rank is not None for s in statuses) == 2  # noqa: E731
+    waiting = [s for s in queue_statuses(3, two_waiting) if s.rank is not None]
+    assert sorted(s.rank for s in waiting) == [0, 1]  # one generating, two in line
+    statuses = queue_statuses(2, lambda statuses: any(s.eta for s in statuses))
+    assert any(s.eta is not None and s.eta > 0 for s in statuses)
 
 
 def test_examples_are_bundled():

@@ -8,6 +8,7 @@ an input reaches the user as a one-line `gr.Error`.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -20,11 +21,13 @@ import soundfile
 import torch
 from matplotlib.figure import Figure
 
-from .audio import prepare_waveform
+from .audio import AudioSource, stream_waveform
+from .loading import MAX_SEED
 from .text import TextToSpeech, parse_dialogue
 
 EXAMPLES = Path(__file__).parent / "examples"
 SPEAKERS = ("A", "B")
+MAX_PAUSE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Limits:
 
     max_seconds: float = 30.0  # content audio, and each voice prompt
     max_file_mb: float = 10.0
+    max_sampling_rate: int = 192_000  # with max_seconds, bounds what one upload decodes to
     max_characters: int = 500  # text, or a whole dialogue transcript
     concurrency: int = 1  # requests generating at once
     queue_size: int = 16  # requests waiting; more are turned away
@@ -114,31 +118,37 @@ class Demo:
         self.text = TextToSpeech(pipe, max_characters=limits.max_characters, t2s=t2s)
 
     def read(self, path: str | None, what: str) -> tuple[np.ndarray, int]:
-        """A checked mono waveform from an uploaded or recorded file, or a `gr.Error` saying what is wrong."""
+        """A checked mono waveform from an uploaded or recorded file, or a `gr.Error` saying what is wrong.
+
+        A few MB of FLAC can hold hours of silence: the duration is taken from the header and decoding stops at
+        the limit, so no upload costs more memory than `max_seconds` at `max_sampling_rate`.
+        """
         if not path:
             raise gr.Error(f"No {what}: upload a file, record one, or pick an example.")
         size_mb = os.path.getsize(path) / 2**20
         if size_mb > self.limits.max_file_mb:
             raise gr.Error(f"The {what} file is too large: {size_mb:.1f} MB, at most {self.limits.max_file_mb} MB.")
         try:
-            duration = soundfile.info(path).duration
-            waveform, rate = soundfile.read(path, dtype="float32")
+            rate = soundfile.info(path).samplerate
         except (soundfile.LibsndfileError, RuntimeError, TypeError):
             raise gr.Error(f"The {what} is not an audio file this demo can read (WAV, FLAC, OGG or MP3).") from None
-        if duration > self.limits.max_seconds:
-            raise gr.Error(f"The {what} is too long: {duration:.1f} s, at most {self.limits.max_seconds:.0f} s.")
+        if rate > self.limits.max_sampling_rate:
+            raise gr.Error(f"The {what} has {rate} Hz samples, at most {self.limits.max_sampling_rate} Hz.")
         try:
-            return prepare_waveform(waveform, rate).numpy(), rate
+            source = AudioSource(path, name=f"The {what}", max_seconds=self.limits.max_seconds)
+            return np.concatenate(list(stream_waveform(source))), rate  # (samples,)
         except ValueError as error:
-            raise gr.Error(f"The {what} cannot be used: {error}") from None
+            raise gr.Error(str(error)) from None
 
     def settings(self, iterations, temperature, guidance_scale, seed) -> dict:
+        """The decoding settings, checked: the API takes any JSON, which the sliders' bounds do not stop (NaN, a
+        string, a seed of 2**70 or 1.5)."""
         levels = self.pipe.model.config.num_levels
         return {
-            "steps_per_level": [int(iterations)] + [1] * (levels - 1),
-            "temperature": float(temperature),
-            "guidance_scale": float(guidance_scale),
-            "seed": int(seed),
+            "steps_per_level": [int(checked_number(iterations, "Level-1 iterations"))] + [1] * (levels - 1),
+            "temperature": checked_number(temperature, "Temperature"),
+            "guidance_scale": checked_number(guidance_scale, "Guidance scale"),
+            "seed": int(checked_number(seed, "Seed", maximum=MAX_SEED, whole=True)),
         }
 
     def run(self, generate, prompts: list[tuple[str, np.ndarray, int]], settings: dict, notes: str = ""):
@@ -175,6 +185,7 @@ class Demo:
     def dialogue(self, transcript, prompt_a, prompt_b, pause, iterations, temperature, guidance_scale, seed):
         if not transcript or not transcript.strip():
             raise gr.Error("No transcript: write turns like [A] Hello. [B] Hi!")
+        pause = checked_number(pause, "Pause between turns", MAX_PAUSE_SECONDS)
         paths = dict(zip(SPEAKERS, (prompt_a, prompt_b)))
         try:  # a transcript naming an unknown speaker is refused before any prompt is read
             used = {turn.speaker for turn in parse_dialogue(transcript, speakers=SPEAKERS)}
@@ -185,7 +196,7 @@ class Demo:
         outputs = {}
 
         def generate(**kw):
-            outputs.update(self.text.dialogue(transcript, prompts, pause_seconds=float(pause), **kw))
+            outputs.update(self.text.dialogue(transcript, prompts, pause_seconds=pause, **kw))
             return outputs
 
         shown = [(f"voice prompt [{name}]", *prompt) for name, prompt in prompts.items() if prompt is not None]
@@ -194,6 +205,15 @@ class Demo:
             f"| {turn['speaker']} | {turn['start']:.2f} | {turn['end']:.2f} | {turn['text']} |" for turn in outputs["timeline"]
         )
         return *result[:3], result[3] + "\n\n| speaker | start (s) | end (s) | text |\n|---|---|---|---|\n" + lines
+
+
+def checked_number(value, label: str, maximum: float | None = None, whole: bool = False) -> float:
+    """`value` if it is a finite number >= 0 (a whole one if `whole`), at most `maximum`; else a `gr.Error`."""
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not number or value < 0 or (whole and value != int(value)) or (maximum is not None and value > maximum):
+        bound = "" if maximum is None else f" up to {maximum if maximum < 2**32 else '2**64 - 1'}"
+        raise gr.Error(f"{label} must be a {'whole ' if whole else ''}number from 0{bound}, got {value!r}.")
+    return value
 
 
 def example_files() -> dict[str, str]:
@@ -208,7 +228,7 @@ def controls(default_iterations: int):
             iterations = gr.Slider(1, 32, value=default_iterations, step=1, label="Level-1 iterations")
             temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Temperature")
             guidance = gr.Slider(1.0, 5.0, value=1.0, step=0.1, label="Guidance scale (1 = off)")
-            seed = gr.Number(value=0, precision=0, label="Seed")
+            seed = gr.Number(value=0, step=1, label="Seed")  # no precision: the handler checks what the API sends
     return [iterations, temperature, guidance, seed]
 
 
@@ -248,7 +268,8 @@ def build_demo(pipe, limits: Limits = Limits(), t2s=None) -> gr.Blocks:
     voices = [path for name, path in examples.items() if name.startswith("voice")]
     limit_text = (
         f"Inputs up to {limits.max_seconds:.0f} s and {limits.max_file_mb:.0f} MB; text up to "
-        f"{limits.max_characters} characters. Requests run {limits.concurrency} at a time."
+        f"{limits.max_characters} characters. Requests run {limits.concurrency} at a time; a request that waits "
+        "shows its place in the queue and the expected wait where its result will appear."
     )
 
     with gr.Blocks(title="SoundStorm") as demo:
@@ -286,7 +307,7 @@ def build_demo(pipe, limits: Limits = Limits(), t2s=None) -> gr.Blocks:
                 prompt_a = audio_input("Voice of [A]", "dialogue-prompt-a")
                 prompt_b = audio_input("Voice of [B]", "dialogue-prompt-b")
             gr.Examples([voices[:2], voices[1::-1]] if len(voices) >= 2 else [], inputs=[prompt_a, prompt_b])
-            pause = gr.Slider(0.0, 2.0, value=0.4, step=0.05, label="Pause between turns (s)")
+            pause = gr.Slider(0.0, MAX_PAUSE_SECONDS, value=0.4, step=0.05, label="Pause between turns (s)")
             settings = controls(default_iterations)
             button = gr.Button("Generate dialogue", variant="primary")
             results = outputs()

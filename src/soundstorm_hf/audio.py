@@ -10,9 +10,12 @@ rejects audio that would silently produce garbage tokens (empty, NaN, digital si
 from __future__ import annotations
 
 import io
+import os
 import subprocess
+import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,8 @@ BLOCK_SAMPLES = 1 << 18
 LEVEL_FRAME_SECONDS = 0.05
 LEVEL_ABSOLUTE_GATE = 1e-7
 LEVEL_RELATIVE_GATE = 1e-2
+# What libsndfile reports as the length of a stream whose header does not give one (SF_COUNT_MAX).
+UNKNOWN_LENGTH = 2**63 - 1
 
 
 class AudioSource:
@@ -51,6 +56,8 @@ class AudioSource:
                 info = soundfile.info(str(self.path))
             except soundfile.LibsndfileError as error:
                 raise self.error(f"cannot read {self.path}: {error}") from error
+            if info.frames == UNKNOWN_LENGTH:
+                raise self.error(f"the header of {self.path} does not give its length")
             self.sampling_rate, self.num_samples = info.samplerate, info.frames
             _check_channels(info.channels, f"{self.path} has")
         else:
@@ -133,7 +140,7 @@ class AudioSource:
             yield _to_float(self.array[start : start + block_samples])
 
     def _too_long(self, num_samples: int) -> str:
-        return f"{num_samples / self.sampling_rate:.1f} s of audio, more than the {self.max_seconds:g} s allowed"
+        return f"too long: {num_samples / self.sampling_rate:.1f} s of audio, more than the {self.max_seconds:g} s allowed"
 
 
 def stream_waveform(
@@ -191,6 +198,20 @@ def load_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.n
     source = AudioSource(path, name="audio file", max_seconds=max_seconds)
     waveform = np.concatenate(list(source.channel_blocks()))  # (samples, channels)
     return (waveform[:, 0] if waveform.shape[1] == 1 else waveform), source.sampling_rate
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` (same folder and extension) to write to; renamed over `path` once the block
+    completes, removed if it raises or is interrupted. So `path` always holds either what it held before or a
+    complete output, never a part of one (a full disk, Ctrl-C, SIGTERM turned into an exception)."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def prepare_waveform(
@@ -254,16 +275,20 @@ def synthesize_speech(text: str, voice: str = "en", words_per_minute: int | None
 
     A source of real, if robotic, speech that needs no download: tests, the offline tokenizers' corpus and text
     front ends use it. `voice` is an espeak-ng voice with an optional variant, e.g. `"en+m3"` or `"en-us+f3"`.
+    The text goes in on standard input, never on the command line, so no text (`-f/etc/passwd`, `--help`) can
+    become an option.
     """
-    command = ["espeak-ng", "-v", voice, "--stdout"]
+    command = ["espeak-ng", "-v", voice, "--stdout", "--stdin"]
     if words_per_minute is not None:
         command += ["-s", str(words_per_minute)]
     try:
-        result = subprocess.run(command + [text], capture_output=True, check=True)
+        result = subprocess.run(command, input=text.encode(), capture_output=True, check=True)
     except FileNotFoundError as error:
         raise RuntimeError("espeak-ng is not installed (Debian/Ubuntu: `apt-get install espeak-ng`).") from error
     except subprocess.CalledProcessError as error:
         raise ValueError(f"espeak-ng failed for voice {voice!r}: {error.stderr.decode().strip()}") from error
+    if not result.stdout:  # nothing to say: no WAV at all
+        raise ValueError(f"espeak-ng produced no speech for {text!r}.")
     waveform, sampling_rate = soundfile.read(io.BytesIO(result.stdout), dtype="float32")
     if waveform.size == 0 or np.abs(waveform).max() <= SILENCE_PEAK:
         raise ValueError(f"espeak-ng produced no speech for {text!r}.")

@@ -2,7 +2,9 @@
 and push models.
 
 Mistakes a user can make (a missing file, an unwritable output, a flag that needs another) are reported as one line
-on stderr, named by the flag, before the model is loaded or anything is generated.
+on stderr, named by the flag, before the model is loaded or anything is generated (exit status 1). Outputs are
+written atomically: Ctrl-C (exit 130) or SIGTERM (143) leaves an existing output as it was. Torch and transformers
+are imported only by the commands that need them, so `--help` and argument errors answer at once.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
-DEFAULT_MODEL = "default"
-MODEL_ENV = "SOUNDSTORM_MODEL"
-BUNDLED_DEFAULT = Path(__file__).parent / "default"
+from .loading import MAX_SEED, MODEL_ENV, UserError, first_line, load_pipeline, model_t2s, resolve_model
+
+# Longest pause between dialogue turns: more is a typo (1e9 s would need terabytes of silence).
+MAX_PAUSE_SECONDS = 60.0
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -24,42 +30,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         return action.help if action.default in (None, False, []) else super()._get_help_string(action)
-
-
-class UserError(Exception):
-    """A problem with what the user asked for: printed as one line, without a traceback."""
-
-
-def resolve_model(name: str | None) -> str:
-    """`name`, else `$SOUNDSTORM_MODEL`, else the bundled default; a folder-like name must exist."""
-    name = name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
-    if name == DEFAULT_MODEL:
-        if not (BUNDLED_DEFAULT / "config.json").exists():
-            raise UserError(
-                f"the bundled default model is not built yet ({BUNDLED_DEFAULT} has no config.json): pass --model "
-                f"with a model folder or Hub id, or set {MODEL_ENV}"
-            )
-        return str(BUNDLED_DEFAULT)
-    looks_like_folder = name.startswith((".", "/", "~")) or name.count("/") != 1 or os.sep != "/" and os.sep in name
-    if looks_like_folder and not Path(name).expanduser().is_dir():
-        raise UserError(f"--model: model folder not found: {name}")
-    return str(Path(name).expanduser()) if looks_like_folder else name
-
-
-def load_pipeline(name: str | None = None, device: str | None = None, adapter: str | None = None):
-    """The pipeline named by `name` / `$SOUNDSTORM_MODEL` / the default (with a LoRA `adapter` merged in), or a
-    `UserError` saying why not."""
-    from transformers.utils import logging
-
-    from .pipeline import SoundStormPipeline  # heavy imports only once the arguments are valid
-
-    logging.disable_progress_bar()  # errors after loading stay one line
-
-    path = resolve_model(name)
-    try:
-        return SoundStormPipeline.from_pretrained(path, device=device, adapter=adapter)
-    except (OSError, ValueError) as error:
-        raise UserError(f"--model: cannot load {path}: {str(error).splitlines()[0]}") from None
 
 
 def existing_file(path: str | None, flag: str) -> None:
@@ -82,11 +52,16 @@ def usable_audio(path: str | None, flag: str) -> None:
         raise UserError(f"{flag}: the audio file is empty: {path}")
 
 
-def writable_output(path: str) -> None:
-    """Opens `path` for appending (then removes it if it was new): the one test that holds for every user and OS."""
+def writable_output(path: str, inputs: dict[str, str | None] | None = None) -> None:
+    """Opens `path` for appending (then removes it if it was new): the one test that holds for every user and OS;
+    the output is written beside it under a temporary name, so its folder must be writable too. Refuses an output
+    that is one of the `inputs` (`{flag: path}`), also through a link."""
     import soundfile
 
     target = Path(path)
+    for flag, source in (inputs or {}).items():
+        if source is not None and target.exists() and os.path.samefile(source, target):
+            raise UserError(f"OUTPUT: {path} is also {flag}: write the output to another file")
     if target.suffix[1:].upper() not in soundfile.available_formats():
         raise UserError(f"OUTPUT: {path} has no audio extension soundfile can write (e.g. .wav, .flac)")
     existed = target.exists()
@@ -97,6 +72,8 @@ def writable_output(path: str) -> None:
         raise UserError(f"OUTPUT: cannot write {path}: {error.strerror}") from None
     if not existed:
         target.unlink()
+    if not os.access(target.parent, os.W_OK):
+        raise UserError(f"OUTPUT: cannot create files in {target.parent}, where {target.name} is written")
 
 
 def generation_settings(args, voice_prompts: list[str]) -> dict:
@@ -106,6 +83,8 @@ def generation_settings(args, voice_prompts: list[str]) -> dict:
         raise UserError("--guidance-scale needs --voice-prompt: guidance contrasts generation with and without it")
     if args.compile and not (args.device or "").startswith("cuda"):
         raise UserError("--compile records CUDA graphs: it needs --device cuda (on CPU, run without it)")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed must lie in [0, 2**64 - 1], got {args.seed}")
     settings = {"seed": args.seed, "temperature": args.temperature, "guidance_scale": args.guidance_scale}
     settings = {key: value for key, value in settings.items() if value is not None}
     if args.keep_level:
@@ -135,14 +114,17 @@ def report(path: str, seconds: float, sampling_rate: int, started: float) -> Non
 def write(output: dict, path: str, started: float) -> None:
     import soundfile
 
-    soundfile.write(path, output["audio"], output["sampling_rate"])
+    from .audio import atomic_output
+
+    with atomic_output(path) as partial:
+        soundfile.write(partial, output["audio"], output["sampling_rate"])
     report(path, len(output["audio"]) / output["sampling_rate"], output["sampling_rate"], started)
 
 
 def run_convert(args) -> None:
     usable_audio(args.input, "INPUT")
     usable_audio(args.voice_prompt, "--voice-prompt")
-    writable_output(args.output)
+    writable_output(args.output, {"INPUT": args.input, "--voice-prompt": args.voice_prompt})
     settings = generation_settings(args, [args.voice_prompt] if args.voice_prompt else [])
     pipe = prepared_pipeline(args, settings)
     started = time.perf_counter()
@@ -165,12 +147,12 @@ def text_speaker(args, settings: dict):
         return TextToSpeech(pipe, engine=args.engine, max_characters=args.max_characters, t2s=t2s)
     except (OSError, ValueError) as error:
         where = args.t2s or f"{model}/t2s"
-        raise UserError(f"--t2s: cannot use {where}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"--t2s: cannot use {where}: {first_line(error)}") from None
 
 
 def run_tts(args) -> None:
     usable_audio(args.voice_prompt, "--voice-prompt")
-    writable_output(args.output)
+    writable_output(args.output, {"--voice-prompt": args.voice_prompt})
     settings = generation_settings(args, [args.voice_prompt] if args.voice_prompt else [])
     speaker = text_speaker(args, settings)
     started = time.perf_counter()
@@ -181,6 +163,8 @@ def run_dialogue(args) -> None:
     from .text import parse_dialogue
 
     existing_file(args.transcript, "TRANSCRIPT")
+    if not 0 <= args.pause <= MAX_PAUSE_SECONDS:  # NaN fails too
+        raise UserError(f"--pause must lie in [0, {MAX_PAUSE_SECONDS:g}] seconds, got {args.pause}")
     prompts = {}
     for item in args.speaker:
         name, separator, path = item.partition("=")
@@ -190,7 +174,7 @@ def run_dialogue(args) -> None:
         prompts[name] = path
     transcript = Path(args.transcript).read_text()
     parse_dialogue(transcript, speakers=list(prompts))  # a bad transcript is refused before the model loads
-    writable_output(args.output)
+    writable_output(args.output, {"TRANSCRIPT": args.transcript, **{f"--speaker {name}": path for name, path in prompts.items()}})
     settings = generation_settings(args, list(prompts.values()))
     speaker = text_speaker(args, settings)
     started = time.perf_counter()
@@ -210,13 +194,6 @@ def run_demo(args) -> None:
     launch_demo(pipe, limits, model_t2s(args.model, pipe), server_name=args.host, server_port=args.port)
 
 
-def model_t2s(name: str | None, pipe):
-    """The T2S model of the model folder (`find_t2s`), on the pipeline's device, or None (the offline front end)."""
-    from .text.frontend import load_t2s
-
-    return load_t2s(resolve_model(name), device=pipe.model.device)
-
-
 def run_training(args, extra: list[str]) -> None:
     """Runs `soundstorm_hf.training.<command>`'s command line with the remaining arguments (its own `--help` lists
     them): usage errors exit 2, a stopped run with its status, without a traceback."""
@@ -225,16 +202,23 @@ def run_training(args, extra: list[str]) -> None:
 
 
 def run_push(args) -> None:
-    from huggingface_hub import HfApi
+    """Uploads in one commit; a missing token, offline mode or an unreachable Hub is one line, at once."""
+    import huggingface_hub
 
     folder = Path(args.folder)
     if not (folder / "config.json").is_file():
         raise UserError(f"FOLDER: {folder} is not a saved model folder (no config.json)")
-    api = HfApi(token=args.token)
-    api.create_repo(args.repo_id, private=args.private, exist_ok=True)
-    info = api.upload_folder(
-        folder_path=str(folder), repo_id=args.repo_id, repo_type="model", commit_message=args.message
-    )
+    token = args.token or huggingface_hub.get_token()
+    if token is None:
+        raise UserError("pushing needs a Hub token: pass --token, set HF_TOKEN or run `hf auth login`")
+    api = huggingface_hub.HfApi(token=token)
+    try:
+        api.create_repo(args.repo_id, private=args.private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=str(folder), repo_id=args.repo_id, repo_type="model", commit_message=args.message
+        )
+    except Exception as error:  # offline mode, no network, refused or unauthorized: the Hub client's many types
+        raise UserError(f"cannot push to {api.endpoint}: {type(error).__name__}: {first_line(error)}") from None
     print(f"pushed {folder} to {getattr(info, 'commit_url', args.repo_id)}")
 
 
@@ -249,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--model",
         default=None,
-        help=f"Model folder or Hub id, with its tokenizers recorded. Default: ${MODEL_ENV}, else '{DEFAULT_MODEL}'.",
+        help=f"Model folder or Hub id, with its tokenizers recorded. Default: ${MODEL_ENV}, else the bundled 'default'.",
     )
     model.add_argument("--device", default=None, help="Torch device, e.g. cuda. Default: cpu.")
     generation = argparse.ArgumentParser(add_help=False, parents=[model])
@@ -329,22 +313,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived: unwinds like an error, so that partial outputs are removed on the way out."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+
+def stop(signal_number: int, frame) -> None:
+    raise Stopped(signal_number)
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command not in ("prepare", "train", "finetune") and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("prepare", "train", "finetune"):
+        args.run(args, extra)  # their own signal handling and exit statuses; a failure deep in training keeps its traceback
+        return
+    format_warning, warnings.formatwarning = warnings.formatwarning, one_line_warning  # no echo of source lines
+    signals = (signal.SIGINT, signal.SIGTERM)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+    previous = [signal.signal(number, stop) for number in signals] if in_main_thread else []
     try:
-        if args.command in ("prepare", "train", "finetune"):
-            args.run(args, extra)  # a failure deep in training keeps its traceback
-        else:
-            try:
-                args.run(args)
-            except ValueError as error:  # the pipeline's own checks of the inputs (silent audio, short prompt, ...)
-                raise UserError(str(error)) from None
+        try:
+            args.run(args)
+        except ValueError as error:  # the pipeline's own checks of the inputs (silent audio, short prompt, ...)
+            raise UserError(str(error)) from None
     except UserError as error:
         print(f"soundstorm-hf {args.command}: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except (Stopped, KeyboardInterrupt) as stopped:
+        number = getattr(stopped, "signal_number", signal.SIGINT)
+        print(f"soundstorm-hf {args.command}: stopped by {signal.Signals(number).name}", file=sys.stderr)
+        sys.exit(128 + number)
+    finally:
+        warnings.formatwarning = format_warning
+        for number, handler in zip(signals, previous):
+            signal.signal(number, handler)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import soundfile
 import torch
 
 from .adapters import ADAPTER_INFO_NAME, weights_fingerprint
-from .audio import AudioSource, frame_powers, speech_power, stream_waveform
+from .audio import AudioSource, atomic_output, frame_powers, speech_power, stream_waveform
 from .modeling_soundstorm import SoundStormForConditionalGeneration
 from .tokenizers import (
     AcousticCodec,
@@ -54,7 +54,13 @@ def load_adapter(model: SoundStormForConditionalGeneration, adapter: str | Path,
             f"adapter: {ADAPTER_INFO_NAME} missing in {folder}: not an adapter saved by `soundstorm-hf finetune` "
             "(or train.py --lora_rank)."
         )
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"adapter: {info_path} is not valid JSON ({error}).") from None
+    missing = [key for key in ("base_model", "base_fingerprint") if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise ValueError(f"adapter: {info_path} lacks {' and '.join(missing)}: not written by `soundstorm-hf finetune`.")
     if info["base_fingerprint"] != weights_fingerprint(model):
         raise ValueError(
             f"The adapter {adapter} was trained on the base model {info['base_model']}, not on {base_name} (their "
@@ -290,15 +296,17 @@ class SoundStormPipeline:
     ) -> dict:
         """Like calling the pipeline, but writes the output to `path` chunk by chunk (format from the extension,
         `subtype` as `soundfile` names it, e.g. "PCM_16", its default for wav), so not even the output is held whole.
+        The file is written under a temporary name and renamed to `path` when complete (`atomic_output`).
 
         Returns `{"path": str, "sampling_rate": int, "num_samples": int}`.
         """
         codes, semantic_ids, num_samples, level = self._generate(
             audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs
         )
-        with soundfile.SoundFile(str(path), "w", self.codec.sampling_rate, 1, subtype) as file:
-            for block in self._decode(codes, semantic_ids, num_samples, level if match_loudness else None):
-                file.write(block)
+        with atomic_output(path) as partial:
+            with soundfile.SoundFile(str(partial), "w", self.codec.sampling_rate, 1, subtype) as file:
+                for block in self._decode(codes, semantic_ids, num_samples, level if match_loudness else None):
+                    file.write(block)
         return {"path": str(path), "sampling_rate": self.codec.sampling_rate, "num_samples": num_samples}
 
     def _generate(self, audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs) -> tuple:

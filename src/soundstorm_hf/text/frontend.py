@@ -56,7 +56,11 @@ def available_engine() -> str:
 
 
 def render_text(text: str, engine: str | None = None, voice: str | None = None) -> tuple[np.ndarray, int]:
-    """Speak `text` with `engine` (default: the first installed): `(waveform (samples,), sampling_rate)`."""
+    """Speak `text` with `engine` (default: the first installed): `(waveform (samples,), sampling_rate)`.
+
+    The text never reaches a synthesizer's command line (espeak-ng reads standard input, flite a file of its own),
+    so a text such as `-f/etc/passwd` is spoken, not obeyed.
+    """
     text = text.strip()
     if not text:
         raise ValueError("The text is empty.")
@@ -65,8 +69,9 @@ def render_text(text: str, engine: str | None = None, voice: str | None = None) 
         return synthesize_speech(text, voice or "en")
     if engine == "flite":
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "speech.wav"
-            command = ["flite", "-t", text, "-o", str(path)] + (["-voice", voice] if voice else [])
+            path, text_path = Path(folder) / "speech.wav", Path(folder) / "text.txt"
+            text_path.write_text(text)
+            command = ["flite", "-f", str(text_path), "-o", str(path)] + (["-voice", voice] if voice else [])
             subprocess.run(command, capture_output=True, check=True)
             waveform, sampling_rate = soundfile.read(path, dtype="float32")
         return waveform, sampling_rate
@@ -76,8 +81,9 @@ def render_text(text: str, engine: str | None = None, voice: str | None = None) 
 def parse_dialogue(transcript: str, speakers=None) -> list[Turn]:
     """`"[A] Hello. [B] Hi!"` -> `[Turn("A", "Hello."), Turn("B", "Hi!")]`.
 
-    Raises `ValueError` naming the problem: no tag, text before the first tag, an empty tag or turn, or a speaker
-    not in `speakers` (when given).
+    Raises `ValueError` naming the problem: no tag, text before the first tag, an empty tag or turn, a bracket
+    that opens or closes no tag (`[B Hi` would otherwise be spoken as the turn before), or a speaker not in
+    `speakers` (when given).
     """
     parts = SPEAKER_TAG.split(transcript)  # [before, speaker, text, speaker, text, ...]
     if len(parts) == 1:
@@ -99,6 +105,12 @@ def parse_dialogue(transcript: str, speakers=None) -> list[Turn]:
             )
         if not text:
             raise ValueError(f"Turn {number} ([{speaker}]) is empty.")
+        stray = re.search(r"[\[\]].{0,20}", text)
+        if stray:
+            raise ValueError(
+                f"Turn {number} ([{speaker}]) has an unclosed speaker tag or a stray bracket at {stray.group()!r}; "
+                "write tags as [A]."
+            )
         turns.append(Turn(speaker, text))
     return turns
 

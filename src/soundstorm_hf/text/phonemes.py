@@ -17,9 +17,9 @@ def phonemize(text: str, language: str = "en-us") -> str:
     text = " ".join(text.split())
     if not text:
         raise ValueError("The text is empty.")
-    try:
+    try:  # the text on standard input: on the command line, a text like `-f/etc/passwd` would be an option
         result = subprocess.run(
-            ["espeak-ng", "-q", "--ipa", "-v", language, text], capture_output=True, text=True, check=True
+            ["espeak-ng", "-q", "--ipa", "-v", language, "--stdin"], input=text, capture_output=True, text=True, check=True
         )
     except FileNotFoundError as error:
         raise RuntimeError("espeak-ng is not installed (Debian/Ubuntu: `apt-get install espeak-ng`).") from error

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from soundstorm_hf.app import launch_demo
-from soundstorm_hf.cli import UserError, load_pipeline, model_t2s
+from soundstorm_hf.loading import UserError, load_pipeline, model_t2s
 
 model = os.environ.get("SOUNDSTORM_MODEL") or json.loads((Path(__file__).parent / "space.json").read_text())["model"]
 try:
