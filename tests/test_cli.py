@@ -160,7 +160,7 @@ def test_push_uploads_through_hfapi(tiny_pipeline_folder, capsys):
         api.upload_folder.return_value = mock.Mock(commit_url="https://huggingface.co/me/tiny/commit/1")
         cli.main(["push", str(tiny_pipeline_folder), "me/tiny", "--private", "--token", "secret"])
     api_class.assert_called_once_with(token="secret")
-    api.create_repo.assert_called_once_with("me/tiny", private=True, exist_ok=True)
+    api.create_repo.assert_called_once_with("me/tiny", repo_type="model", private=True, exist_ok=True, space_sdk=None)
     api.upload_folder.assert_called_once_with(
         folder_path=str(tiny_pipeline_folder), repo_id="me/tiny", repo_type="model", commit_message="Upload SoundStorm model"
     )
@@ -169,6 +169,27 @@ def test_push_uploads_through_hfapi(tiny_pipeline_folder, capsys):
 
 def test_push_refuses_a_folder_without_a_model(tmp_path, capsys):
     fails(capsys, ["push", str(tmp_path), "me/tiny"], "is not a saved model folder")
+
+
+def test_push_space_writes_or_uploads_the_space_folder(tmp_path, capsys):
+    wheel = tmp_path / "soundstorm_hf-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"a wheel")  # assembling only copies it (test_space_folder.py installs a real one)
+    cli.main(["push", "--space", "me/demo", "--model", "me/voice", "--wheel", str(wheel), "--dry-run", str(tmp_path / "out")])
+    assert "nothing was uploaded" in capsys.readouterr().out
+    assert (tmp_path / "out" / "space.json").read_text().strip() == '{"model": "me/voice"}'
+    fails(capsys, ["push", "--space", "me/demo", "--wheel", str(wheel), "--dry-run", str(tmp_path / "out")], "already exists")
+    fails(capsys, ["push", "--space", "me/demo", "--model", str(tmp_path)], "--model: a Space serves a model from the Hub")
+    fails(capsys, ["push", str(tmp_path), "me/tiny", "--space", "me/demo"], "--space takes no FOLDER or REPO_ID")
+    fails(capsys, ["push", "--space", "me/demo", "--wheel", str(tmp_path / "none.whl")], "--wheel: file not found")
+
+    with mock.patch("huggingface_hub.HfApi") as api_class:
+        api = api_class.return_value
+        api.upload_folder.return_value = mock.Mock(commit_url="https://huggingface.co/spaces/me/demo/commit/1")
+        cli.main(["push", "--space", "me/demo", "--wheel", str(wheel), "--token", "secret"])
+    api.create_repo.assert_called_once_with("me/demo", repo_type="space", private=False, exist_ok=True, space_sdk="gradio")
+    uploaded = api.upload_folder.call_args.kwargs
+    assert uploaded["repo_id"] == "me/demo" and uploaded["repo_type"] == "space"
+    assert "pushed the Space (serving default)" in capsys.readouterr().out
 
 
 def test_training_commands_delegate_to_the_package_and_name_themselves(capsys):

@@ -203,23 +203,63 @@ def run_training(args, extra: list[str]) -> None:
 
 def run_push(args) -> None:
     """Uploads in one commit; a missing token, offline mode or an unreachable Hub is one line, at once."""
-    import huggingface_hub
-
+    if args.space is not None:
+        return push_space(args)
+    if args.folder is None or args.repo_id is None:
+        raise UserError("push needs FOLDER and REPO_ID (or --space OWNER/NAME for the demo)")
     folder = Path(args.folder)
     if not (folder / "config.json").is_file():
         raise UserError(f"FOLDER: {folder} is not a saved model folder (no config.json)")
+    url = upload(args, folder, args.repo_id, "model")
+    print(f"pushed {folder} to {url}")
+
+
+def push_space(args) -> None:
+    """Assembles the demo's Space folder serving --model (`soundstorm_hf.space`) and uploads it, or with --dry-run
+    only writes it."""
+    import tempfile
+
+    from .space import assemble_space
+
+    if args.folder is not None or args.repo_id is not None:
+        raise UserError("--space takes no FOLDER or REPO_ID: the Space is --space, the model it serves --model")
+    model = args.model or "default"
+    if model != "default" and (model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).exists()):
+        raise UserError(f"--model: a Space serves a model from the Hub (OWNER/NAME) or 'default', not a folder: {model}")
+    if args.wheel is not None and not Path(args.wheel).is_file():
+        raise UserError(f"--wheel: file not found: {args.wheel}")
+    try:
+        if args.dry_run is not None:
+            folder = assemble_space(args.dry_run, model=model, wheel=args.wheel)
+            print(f"wrote the Space folder {folder} (serving {model}); nothing was uploaded")
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = assemble_space(Path(scratch) / "space", model=model, wheel=args.wheel)
+            url = upload(args, folder, args.space, "space")
+    except (FileExistsError, FileNotFoundError) as error:
+        raise UserError(first_line(error)) from None
+    print(f"pushed the Space (serving {model}) to {url}")
+
+
+def upload(args, folder: Path, repo_id: str, repo_type: str) -> str:
+    """`folder` uploaded to the Hub repository `repo_id` (created if missing); the commit's address."""
+    import huggingface_hub
+
     token = args.token or huggingface_hub.get_token()
     if token is None:
         raise UserError("pushing needs a Hub token: pass --token, set HF_TOKEN or run `hf auth login`")
     api = huggingface_hub.HfApi(token=token)
     try:
-        api.create_repo(args.repo_id, private=args.private, exist_ok=True)
+        api.create_repo(
+            repo_id, repo_type=repo_type, private=args.private, exist_ok=True,
+            space_sdk="gradio" if repo_type == "space" else None,
+        )  # fmt: skip
         info = api.upload_folder(
-            folder_path=str(folder), repo_id=args.repo_id, repo_type="model", commit_message=args.message
+            folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=args.message
         )
     except Exception as error:  # offline mode, no network, refused or unauthorized: the Hub client's many types
         raise UserError(f"cannot push to {api.endpoint}: {type(error).__name__}: {first_line(error)}") from None
-    print(f"pushed {folder} to {getattr(info, 'commit_url', args.repo_id)}")
+    return getattr(info, "commit_url", repo_id)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,9 +343,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help, add_help=False)
         sub.set_defaults(run=run_training)
 
-    push = command("push", "Upload a saved model folder to the Hugging Face Hub.")
-    push.add_argument("folder", help="Folder written by save_pretrained (model, tokenizers, generation config).")
-    push.add_argument("repo_id", help="Hub repository, e.g. user/soundstorm-small (created if missing).")
+    push = command("push", "Upload a saved model folder, or the demo as a Space (--space), to the Hugging Face Hub.")
+    push.add_argument(
+        "folder", nargs="?", help="Folder written by save_pretrained (model, tokenizers, generation config)."
+    )
+    push.add_argument("repo_id", nargs="?", help="Hub repository, e.g. user/soundstorm-small (created if missing).")
+    push.add_argument(
+        "--space", default=None, metavar="OWNER/NAME",
+        help="Push the demo as a self-contained Space (app, the package as a wheel, front matter) instead of a model. "
+             "Default: push FOLDER as a model.",
+    )  # fmt: skip
+    push.add_argument(
+        "--model", default=None, help="With --space: the Hub id of the model the Space serves. Default: the bundled 'default'."
+    )
+    push.add_argument("--wheel", default=None, help="With --space: the package wheel to ship. Default: built from this checkout.")
+    push.add_argument(
+        "--dry-run", default=None, metavar="FOLDER", help="With --space: only write the Space folder here; upload nothing. Default: upload."
+    )
     push.add_argument("--private", action="store_true", help="Create the repository as private.")
     push.add_argument("--message", default="Upload SoundStorm model", help="Commit message.")
     push.add_argument("--token", default=None, help="Hub token. Default: $HF_TOKEN or the logged-in one.")
