@@ -234,7 +234,9 @@ class SoundStormPipeline:
         that writing it as 16-bit PCM never clips; a warning says how many samples went over -1 dBFS. An output that
         stays below -60 dBFS (an undertrained model, say) is returned with a warning.
 
-        Returns `{"audio": np.ndarray (samples,), "sampling_rate": int}`, the prompt part cut off.
+        Returns `{"audio": np.ndarray (samples,), "sampling_rate": int}`, the prompt part cut off; with
+        `return_trace=True`, also `"trace"`: the forward pass that fixed each generated token, `(levels, frames)`
+        (`generate_long`).
         """
         semantic_ids, num_samples, content_level = self._content_ids(audio, sampling_rate)
         return self._speak(semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness, generate_kwargs)
@@ -309,16 +311,19 @@ class SoundStormPipeline:
     def _speak(self, semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness,
                generate_kwargs) -> dict:
         """`{"audio", "sampling_rate"}`: the whole-chunk stream (full windows, whole decoding chunks) in one array."""
+        return_trace = generate_kwargs.pop("return_trace", False)
         stream = self._stream(
-            semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness, None, False,
-            generate_kwargs, eager=False, stacklevel=6,
+            semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness, None,
+            return_trace, generate_kwargs, eager=False, stacklevel=6,
         )
         output = np.empty(num_samples, dtype=np.float32)
         position = 0
         for block in stream:
             output[position : position + block.shape[0]] = block
             position += block.shape[0]
-        return {"audio": output[:position], "sampling_rate": self.sampling_rate}
+        return {"audio": output[:position], "sampling_rate": self.sampling_rate} | (
+            {"trace": stream.trace} if return_trace else {}
+        )
 
     def _stream(self, semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness,
                 first_window_seconds, return_trace, generate_kwargs, eager=True, stacklevel=4) -> AudioStream:
