@@ -95,19 +95,21 @@ class SoundStormPipeline:
     that voice, and decodes them.
 
     Memory does not grow with the length of the input: the content is read, resampled and tokenized in chunks of
-    `chunk_seconds`, the model generates in windows of its `max_frames` (each prompted by the end of the one
-    before), and the codes are decoded in chunks; only the token ids (a few bytes a frame) and the output are whole.
-    `convert_to_file` streams the output to a file as well.
+    `chunk_seconds`, the model generates in windows of its `max_frames` (each prompted by the end of the voice
+    prompt and of the window before), and the codes are decoded in chunks; only the token ids (a few bytes a frame) and the output are whole.
+    `convert_to_file` streams the output to a file as well, and `stream` hands it out block by block as it is
+    generated, starting after a short first window.
 
     Args:
         model: the SoundStorm model.
         codec: the acoustic codec whose tokens the model generates.
         semantic_tokenizer: the tokenizer of the model's conditioning stream.
-        context_seconds: how much of the previous window (or of the voice prompt) prompts the next window.
+        context_seconds: how much of the voice prompt, and of the previous window, prompts each window.
         min_prompt_seconds: shorter voice prompts are rejected: they carry too little of the voice.
         max_input_seconds: longer content or voice prompts are refused before they are read (default: no limit).
         chunk_seconds: audio tokenized and decoded at a time. Each chunk also sees `overlap_seconds` of audio (or
-            codes) on either side, and decoded chunks are cross-faded over `overlap_seconds` where they meet.
+            half of it, of codes) on either side, and decoded chunks are cross-faded over `overlap_seconds` where
+            they meet.
             Content up to `chunk_seconds + overlap_seconds` long goes through in one piece.
     """
 

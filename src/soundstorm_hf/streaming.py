@@ -49,11 +49,11 @@ def wav_stream_header(sampling_rate: int) -> bytes:
 def write_wav_stream(blocks: Iterator[np.ndarray], file: BinaryIO, sampling_rate: int) -> int:
     """Writes `blocks` (float, within [-1, 1]) to `file` as a 16-bit WAV stream, flushing after each, so that a
     reader (`aplay`, `sox`) plays them as they come; returns the samples written."""
-    file.write(wav_stream_header(sampling_rate))
-    file.flush()
-    written = 0
-    for block in blocks:
-        file.write((np.clip(block, -1.0, 1.0) * 32767).round().astype("<i2").tobytes())
+    header, written = wav_stream_header(sampling_rate), 0
+    for block in blocks:  # the header goes with the first block: a call that fails at once writes nothing
+        file.write(header + (np.clip(block, -1.0, 1.0) * 32767).round().astype("<i2").tobytes())
         file.flush()
-        written += block.shape[0]
+        header, written = b"", written + block.shape[0]
+    file.write(header)
+    file.flush()
     return written
