@@ -42,6 +42,7 @@ def main() -> None:
     from soundstorm_hf.pipeline import FIRST_WINDOW_SECONDS, SoundStormPipeline
 
     torch.set_num_threads(2)
+    machine = machine_info()  # with the load average at the start
     first_window = args.first_window_seconds or FIRST_WINDOW_SECONDS
     pipe = SoundStormPipeline.from_pretrained("default")
     speech, rate = soundfile.read(CONTENT, dtype="float32")
@@ -62,7 +63,7 @@ def main() -> None:
         whole.append(time.perf_counter() - started)
         assert samples == whole_samples, (samples, whole_samples)
     results = {
-        "machine": machine_info(),
+        "machine": machine,
         "load_average_at_end": os.getloadavg(),
         "setup": f"bundled default model, {args.seconds:g} s of {CONTENT.name} (repeated) in the voice of "
         f"{PROMPT.name}, its generation config, first window {first_window:g} s, {args.repeats} alternating repeats",

@@ -71,7 +71,7 @@ def test_trace_numbers_the_passes_of_the_whole_call(model):
     assert output.trace.shape == plain.shape and (output.trace >= 0).all()
     window = torch.repeat_interleave(torch.arange(len(WINDOWS)), torch.tensor(WINDOWS))  # window of each frame
     assert torch.equal(output.trace // 5, window.expand_as(output.trace)), "window k holds passes 5k to 5k + 4"
-    assert torch.equal(output.trace[-1] % 5, torch.full((200,), 4)), "the last level is fixed by each window's last pass"
+    assert torch.equal(output.trace[-1] % 5, torch.full((200,), 4)), "each window's last pass fixes the last level"
 
 
 def test_every_window_sees_the_voice_prompt_then_the_previous_window(model):
@@ -79,7 +79,7 @@ def test_every_window_sees_the_voice_prompt_then_the_previous_window(model):
     for keep_prompt in (True, False):
         with GenerateRecorder(model) as recorder:
             codes = model.generate_long(
-                ids(100), prompt, prompt_semantic, context_frames=10, seed=0, steps_per_level=STEPS, keep_prompt=keep_prompt
+                ids(100), prompt, prompt_semantic, 10, seed=0, steps_per_level=STEPS, keep_prompt=keep_prompt
             )
         assert all(frames <= 40 for _, frames in recorder.calls)
         assert torch.equal(recorder.calls[0][0], prompt[:, -10:]), "the first window continues the voice prompt"

@@ -537,7 +537,10 @@ class SoundStormGenerationMixin:
                 ]
             )
             prompt = torch.cat(
-                [prefix[:, prefix.shape[-1] - fixed * frames_per_unit :], history[:, history.shape[-1] - context * frames_per_unit :]],
+                [
+                    prefix[:, prefix.shape[-1] - fixed * frames_per_unit :],
+                    history[:, history.shape[-1] - context * frames_per_unit :],
+                ],
                 dim=-1,
             )
             start = (fixed + context) * frames_per_unit

@@ -67,9 +67,8 @@ class OutputDecoder:
         # Mimi's decoder adds its semantic codebook to the acoustic ones: here they are the content's tokens.
         self.with_semantic = isinstance(codec, MimiCodec) and isinstance(semantic_tokenizer, MimiSemanticTokenizer)
         self.chunk_frames, self.half = max(1, chunk_frames), overlap_frames // 2
-        self.fade_in = ((np.arange(2 * self.half * codec.hop_length) + 0.5) / (2 * self.half * codec.hop_length)).astype(
-            np.float32
-        )
+        fade_samples = 2 * self.half * codec.hop_length
+        self.fade_in = ((np.arange(fade_samples) + 0.5) / fade_samples).astype(np.float32)
         self.codes = None  # (levels, frames) from frame `self.first`: what later chunks may still need
         self.first, self.available, self.end = 0, 0, 0  # chunks are decoded up to `end`
         self.tail = None  # audio of frames [end - 2 * half, end), to fade out under the next chunk
@@ -97,7 +96,8 @@ class OutputDecoder:
         if self.overs:
             warnings.warn(
                 f"{self.overs} output samples ({100 * self.overs / max(self.position, 1):.2f}%) went over -1 dBFS "
-                f"(peak {20 * math.log10(self.peak):+.1f} dBFS); they were soft-limited to -1 dBFS instead of clipping.",
+                f"(peak {20 * math.log10(self.peak):+.1f} dBFS); they were soft-limited to -1 dBFS instead of "
+                "clipping.",
                 stacklevel=self.stacklevel,
             )
         if self.peak < SILENT_OUTPUT_PEAK:

@@ -241,7 +241,9 @@ class SoundStormPipeline:
         (`generate_long`).
         """
         semantic_ids, num_samples, content_level = self._content_ids(audio, sampling_rate)
-        return self._speak(semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness, generate_kwargs)
+        return self._speak(
+            semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness, generate_kwargs
+        )
 
     def stream(
         self,
@@ -280,7 +282,9 @@ class SoundStormPipeline:
         the prompt's only, there being no content audio). Returns `{"audio", "sampling_rate"}`, as long as
         `frames` semantic frames."""
         semantic_ids, num_samples = self._checked_semantic_ids(semantic_ids)
-        return self._speak(semantic_ids, num_samples, None, voice_prompt, prompt_sampling_rate, match_loudness, generate_kwargs)
+        return self._speak(
+            semantic_ids, num_samples, None, voice_prompt, prompt_sampling_rate, match_loudness, generate_kwargs
+        )
 
     def stream_from_semantic_ids(
         self,
@@ -304,7 +308,9 @@ class SoundStormPipeline:
         tokenizer = self.semantic_tokenizer
         semantic_ids = torch.as_tensor(semantic_ids, dtype=torch.long, device=self.model.device)
         if semantic_ids.ndim != 1 or not len(semantic_ids):
-            raise ValueError(f"Semantic ids must be one non-empty sequence (frames,), got shape {tuple(semantic_ids.shape)}.")
+            raise ValueError(
+                f"Semantic ids must be one non-empty sequence (frames,), got shape {tuple(semantic_ids.shape)}."
+            )
         if semantic_ids.min() < 0 or semantic_ids.max() >= tokenizer.vocab_size:
             raise ValueError(f"Semantic ids must lie in [0, {tokenizer.vocab_size}) for this pipeline's tokenizer.")
         num_samples = round(len(semantic_ids) * tokenizer.hop_length * self.sampling_rate / tokenizer.sampling_rate)
@@ -348,7 +354,9 @@ class SoundStormPipeline:
 
         return AudioStream(blocks(), self.sampling_rate, traces)
 
-    def _conditions(self, voice_prompt, prompt_sampling_rate, content_level, match_loudness) -> tuple[dict, float | None]:
+    def _conditions(
+        self, voice_prompt, prompt_sampling_rate, content_level, match_loudness
+    ) -> tuple[dict, float | None]:
         """The voice prompt's arguments to `generate_long` / `generate_windows`, and the output's speech level: the
         prompt's, else the content's (None: keep the generated level)."""
         generation = {"context_frames": round(self.context_seconds * self.model.config.acoustic_frame_rate)}

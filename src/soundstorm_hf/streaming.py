@@ -32,7 +32,7 @@ class AudioStream:
 
     @property
     def trace(self) -> torch.Tensor | None:
-        """`(levels, frames)`: the forward pass of the whole call that fixed each generated token (None if not asked)."""
+        """`(levels, frames)`: the forward pass of the whole call that fixed each generated token (None unasked)."""
         return None if self._traces is None else torch.cat(self._traces, dim=-1)
 
 
