@@ -33,13 +33,13 @@ def similarity_per_segment(pipe, content: np.ndarray, rate: int, iterations: int
     output = pipe({"array": content, "sampling_rate": rate}, voice_prompt=str(PROMPT), seed=0,
                   steps_per_level=steps, keep_prompt=keep_prompt)
     audio, out_rate = output["audio"], output["sampling_rate"]
-    prompt = pipe_prompt_audio(out_rate)
+    prompt = prompt_audio(out_rate)
     segment = round(SEGMENT_SECONDS * out_rate)
     return [speaker_similarity(audio[start : start + segment], prompt, out_rate)
             for start in range(0, len(audio) - segment + 1, segment)]
 
 
-def pipe_prompt_audio(rate: int) -> np.ndarray:
+def prompt_audio(rate: int) -> np.ndarray:
     import soundfile
     import soxr
 
