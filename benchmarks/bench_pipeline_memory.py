@@ -4,7 +4,7 @@ Each input length runs in a fresh subprocess (peak RSS is a per-process high-wat
 and the offline tokenizers (fitted here on espeak-ng speech, nothing downloaded). The input is a 22.05 kHz 16-bit
 wav, so reading, resampling, tokenizing, generating and decoding are all measured. Two ways out:
 `array` returns the output as an array (which itself grows: 4 bytes a sample), `file` streams it to a wav
-(`convert_to_file`). `--pythonpath` runs the children against another source tree (e.g. an older commit) for a
+(`convert_to_file`), `stream` reads `pipe.stream` block by block. `--pythonpath` runs the children against another source tree (e.g. an older commit) for a
 before/after comparison (`array` only there).
 
     python benchmarks/bench_pipeline_memory.py                       # 1, 10, 30 min; both modes
@@ -80,6 +80,9 @@ def child(model: Path, input_path: Path, mode: str, output: Path) -> dict:
     started = time.perf_counter()
     if mode == "array":
         seconds = len(pipe(str(input_path), seed=0, steps_per_level=STEPS)["audio"]) / pipe.sampling_rate
+    elif mode == "stream":  # blocks read and dropped, as a player does
+        seconds = sum(len(block) for block in pipe.stream(str(input_path), seed=0, steps_per_level=STEPS))
+        seconds /= pipe.sampling_rate
     else:
         seconds = pipe.convert_to_file(str(input_path), output, seed=0, steps_per_level=STEPS)["num_samples"]
         seconds /= pipe.sampling_rate
@@ -94,7 +97,7 @@ def child(model: Path, input_path: Path, mode: str, output: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 30])
-    parser.add_argument("--modes", nargs="+", choices=["array", "file"], default=["array", "file"])
+    parser.add_argument("--modes", nargs="+", choices=["array", "file", "stream"], default=["array", "file", "stream"])
     parser.add_argument("--pythonpath", help="source tree for the children (default: the installed package)")
     parser.add_argument("--tag", default="after", help="key of this run in the results file")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "pipeline_memory.json")

@@ -62,10 +62,11 @@ def test_voice_conversion_in_windows(pipe, speech):
     assert output["sampling_rate"] == 16000
     assert abs(len(output["audio"]) - len(content[0]) * 16000 / content[1]) <= 1
     assert np.isfinite(output["audio"]).all() and np.abs(output["audio"]).max() > 0
-    # Long input: several windows, none longer than the model's max_frames, each prompted with 0.2 s (10 frames).
+    # Long input: several windows, none longer than the model's max_frames, each prompted with 0.2 s (10 frames) of
+    # the voice prompt, and after the first with 0.2 s of the window before.
     assert len(recorder.calls) > 2
     assert all(frames <= 40 for frames, _ in recorder.calls)
-    assert all(p is not None and p.shape[-1] == 10 for _, p in recorder.calls)
+    assert [p.shape[-1] for _, p in recorder.calls] == [10] + [20] * (len(recorder.calls) - 1)
     prompt_codes, *_ = pipe._encode_prompt(prompt, None)
     assert torch.equal(recorder.calls[0][1][0], prompt_codes[:, -10:]), "the first window continues the voice prompt"
 

@@ -13,7 +13,8 @@ import torch
 from test_pipeline import pipe, speech, tokenizers  # noqa: F401 (fixtures)
 
 from soundstorm_hf.audio import AudioSource, frame_powers, load_audio, speech_power
-from soundstorm_hf.pipeline import OUTPUT_CEILING, SoundStormPipeline, soft_limit
+from soundstorm_hf.output_decoding import OUTPUT_CEILING, soft_limit
+from soundstorm_hf.pipeline import SoundStormPipeline
 from soundstorm_hf.tokenizers import load_acoustic_codec, load_semantic_tokenizer
 
 

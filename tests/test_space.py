@@ -73,20 +73,23 @@ def duration(path: str) -> float:
 
 
 def test_convert_tab(client, clips):
-    audio, _, _, timing = client.predict(
+    live, audio, _, _, timing = client.predict(
         handle_file(clips["content"]), handle_file(clips["voice"]), *SETTINGS, api_name="/convert"
     )
     assert duration(audio) == pytest.approx(duration(clips["content"]), abs=0.01)
-    assert "real-time factor" in timing and "forward passes" in timing
+    assert "real-time factor" in timing and "forward passes" in timing and "first audio after" in timing
+    # The live player got the audio as a stream (an HLS playlist of AAC segments) while it was generated.
+    segments = [float(line[8:].rstrip(",")) for line in Path(live).read_text().splitlines() if line.startswith("#EXTINF:")]
+    assert sum(segments) == pytest.approx(duration(clips["content"]), abs=0.2)
 
 
 def test_tts_tab(client, clips):
-    audio, _, _, timing = client.predict("Hello there.", handle_file(clips["voice"]), *SETTINGS, api_name="/tts")
+    _, audio, _, _, timing = client.predict("Hello there.", handle_file(clips["voice"]), *SETTINGS, api_name="/tts")
     assert 0.5 < duration(audio) < 3
 
 
 def test_dialogue_tab(client, clips):
-    audio, _, _, timing = client.predict(
+    _, audio, _, _, timing = client.predict(
         "[A] Hello there. [B] Hi!", handle_file(clips["voice"]), handle_file(clips["content"]), 0.5, *SETTINGS,
         api_name="/dialogue",
     )  # fmt: skip

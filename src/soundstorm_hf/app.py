@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 
 from .audio import AudioSource, stream_waveform
 from .loading import MAX_SEED
+from .streaming import AudioStream
 from .text import TextToSpeech, parse_dialogue
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -42,42 +42,6 @@ class Limits:
     queue_size: int = 16  # requests waiting; more are turned away
 
 
-class TraceRecorder:
-    """Collects, around pipeline calls, which forward pass fixed each generated token.
-
-    The pipeline generates long audio in windows through `model.generate`; the recorder asks each window for its
-    trace and keeps the part covering new frames (the window's prompt is -1 anyway), so the concatenated trace has
-    one column per output frame. A lock keeps two requests from sharing the wrapped model.
-    """
-
-    _lock = threading.Lock()
-
-    def __init__(self, model):
-        self.model, self.traces = model, []
-
-    def __enter__(self) -> TraceRecorder:
-        self._lock.acquire()
-        original = self.model.generate
-
-        def generate(semantic_ids, prompt_ids=None, **kwargs):
-            output = original(semantic_ids, prompt_ids=prompt_ids, return_trace=True, **kwargs)
-            start = 0 if prompt_ids is None else prompt_ids.shape[-1]
-            self.traces.append(output.trace[0, :, start:].cpu())
-            return output  # generate_long keeps `.sequences`
-
-        self.model.generate = generate
-        return self
-
-    def __exit__(self, *exc) -> None:
-        del self.model.generate  # the instance attribute: the class's method shows through again
-        self._lock.release()
-
-    @property
-    def forward_passes(self) -> int:
-        """Every window runs its whole schedule, and each pass fixes at least one token on its level."""
-        return sum(int(trace.max()) + 1 for trace in self.traces)
-
-
 def spectrograms(clips: list[tuple[str, np.ndarray, int]]) -> Figure:
     """One log-power spectrogram per `(title, audio, sampling_rate)`, stacked."""
     figure = Figure(figsize=(9, 2.2 * len(clips)), layout="constrained")
@@ -89,15 +53,20 @@ def spectrograms(clips: list[tuple[str, np.ndarray, int]]) -> Figure:
     return figure
 
 
-def trace_picture(traces: list[torch.Tensor]) -> Figure:
+def window_starts(trace: torch.Tensor) -> list[int]:
+    """First frames of the windows after the first: each window's passes come after all of the one before."""
+    first, last = trace.min(dim=0).values, trace.max(dim=0).values
+    return [int(frame) for frame in torch.nonzero(first[1:] > last[:-1]).flatten() + 1]
+
+
+def trace_picture(trace: torch.Tensor) -> Figure:
     """Levels x frames, coloured by the forward pass that fixed each token; white lines between windows."""
-    trace = torch.cat(traces, dim=-1).numpy()
     figure = Figure(figsize=(9, 2.8), layout="constrained")
     axis = figure.subplots()
     image = axis.imshow(
-        np.ma.masked_less(trace, 0), aspect="auto", interpolation="nearest", cmap="viridis", origin="lower"
+        np.ma.masked_less(trace.numpy(), 0), aspect="auto", interpolation="nearest", cmap="viridis", origin="lower"
     )
-    for boundary in np.cumsum([t.shape[-1] for t in traces])[:-1]:
+    for boundary in window_starts(trace):
         axis.axvline(boundary - 0.5, color="white", linewidth=1)
     axis.set(
         xlabel="acoustic frame",
@@ -108,6 +77,11 @@ def trace_picture(traces: list[torch.Tensor]) -> Figure:
     )
     figure.colorbar(image, ax=axis, label="forward pass")
     return figure
+
+
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """16-bit samples, as the player gets them (gradio would rescale float chunks each to its own peak)."""
+    return (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
 
 
 class Demo:
@@ -152,35 +126,44 @@ class Demo:
         }
 
     def run(self, generate, prompts: list[tuple[str, np.ndarray, int]], settings: dict, notes: str = ""):
-        """Times `generate(**settings)` under a trace recorder; returns the tab's four outputs."""
-        start = time.perf_counter()
+        """Runs `generate(**settings)`, an `AudioStream` or the pipeline's output dict with its trace, yielding the
+        tab's five outputs: the audio block by block as it is decoded, to the live player (which starts at the
+        first), then the whole result, the pictures and the time taken."""
+        start, rate = time.perf_counter(), self.pipe.sampling_rate
+        blocks, first_audio = [], None
         try:
-            with TraceRecorder(self.pipe.model) as recorder:
-                output = generate(**settings)
+            output = generate(return_trace=True, **settings)
+            for block in output if isinstance(output, AudioStream) else [output["audio"]]:
+                first_audio = time.perf_counter() - start if first_audio is None else first_audio
+                blocks.append(block)
+                yield (rate, pcm16(block)), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         except ValueError as error:
             raise gr.Error(str(error)) from None
         seconds = time.perf_counter() - start
-        audio, rate = output["audio"], output["sampling_rate"]
+        audio = np.concatenate(blocks)
+        trace = output.trace if isinstance(output, AudioStream) else output.get("trace")  # dialogue: none yet
         duration = len(audio) / rate
         timing = (
-            f"**{seconds:.2f} s** to generate {duration:.2f} s of audio (real-time factor {seconds / duration:.2f}), "
-            f"{recorder.forward_passes} forward passes in {len(recorder.traces)} window(s)."
+            f"**{seconds:.2f} s** to generate {duration:.2f} s of audio (real-time factor {seconds / duration:.2f}; "
+            f"first audio after {first_audio:.2f} s)"
         )
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+        if trace is not None:
+            timing += f", {int(trace.max()) + 1} forward passes in {len(window_starts(trace)) + 1} window(s)."
         figure = spectrograms(prompts + [("result", audio, rate)])
-        return (rate, pcm), figure, trace_picture(recorder.traces), timing + notes
+        yield None, (rate, pcm16(audio)), figure, None if trace is None else trace_picture(trace), timing + notes
 
     def convert(self, content, prompt, iterations, temperature, guidance_scale, seed):
         content, prompt = self.read(content, "content audio"), self.read(prompt, "voice prompt")
         settings = self.settings(iterations, temperature, guidance_scale, seed)
-        return self.run(lambda **kw: self.pipe(content, voice_prompt=prompt, **kw), [("voice prompt", *prompt)], settings)
+        stream = lambda **kw: self.pipe.stream(content, voice_prompt=prompt, **kw)  # noqa: E731
+        yield from self.run(stream, [("voice prompt", *prompt)], settings)
 
     def tts(self, text, prompt, iterations, temperature, guidance_scale, seed):
         if not text or not text.strip():
             raise gr.Error("No text: type something to say.")
         prompt = self.read(prompt, "voice prompt")
         settings = self.settings(iterations, temperature, guidance_scale, seed)
-        return self.run(lambda **kw: self.text.tts(text, prompt, **kw), [("voice prompt", *prompt)], settings)
+        yield from self.run(lambda **kw: self.text.tts(text, prompt, **kw), [("voice prompt", *prompt)], settings)
 
     def dialogue(self, transcript, prompt_a, prompt_b, pause, iterations, temperature, guidance_scale, seed):
         if not transcript or not transcript.strip():
@@ -200,11 +183,12 @@ class Demo:
             return outputs
 
         shown = [(f"voice prompt [{name}]", *prompt) for name, prompt in prompts.items() if prompt is not None]
-        result = self.run(generate, shown, settings)
+        *blocks, (_, audio, figure, trace, timing) = self.run(generate, shown, settings)
+        yield from blocks
         lines = "\n".join(
             f"| {turn['speaker']} | {turn['start']:.2f} | {turn['end']:.2f} | {turn['text']} |" for turn in outputs["timeline"]
         )
-        return *result[:3], result[3] + "\n\n| speaker | start (s) | end (s) | text |\n|---|---|---|---|\n" + lines
+        yield None, audio, figure, trace, timing + "\n\n| speaker | start (s) | end (s) | text |\n|---|---|---|---|\n" + lines
 
 
 def checked_number(value, label: str, maximum: float | None = None, whole: bool = False) -> float:
@@ -233,6 +217,14 @@ def controls(default_iterations: int):
 
 
 def outputs():
+    live = gr.Audio(
+        label="Live: plays while it is generated",
+        streaming=True,
+        autoplay=True,
+        interactive=False,
+        elem_id="live-audio",
+        waveform_options=gr.WaveformOptions(show_recording_waveform=False),
+    )
     audio = gr.Audio(
         label="Result",
         type="numpy",
@@ -243,7 +235,7 @@ def outputs():
     timing = gr.Markdown(elem_id="timing")
     spectrogram = gr.Plot(label="Spectrograms")
     trace = gr.Plot(label="Parallel decoding")
-    return [audio, spectrogram, trace, timing]
+    return [live, audio, spectrogram, trace, timing]
 
 
 def audio_input(label: str, elem_id: str):

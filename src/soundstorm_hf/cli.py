@@ -124,12 +124,32 @@ def write(output: dict, path: str, started: float) -> None:
 def run_convert(args) -> None:
     usable_audio(args.input, "INPUT")
     usable_audio(args.voice_prompt, "--voice-prompt")
-    writable_output(args.output, {"INPUT": args.input, "--voice-prompt": args.voice_prompt})
+    if args.output != "-":
+        writable_output(args.output, {"INPUT": args.input, "--voice-prompt": args.voice_prompt})
     settings = generation_settings(args, [args.voice_prompt] if args.voice_prompt else [])
     pipe = prepared_pipeline(args, settings)
     started = time.perf_counter()
+    if args.output == "-":
+        stream_to_stdout(pipe.stream(args.input, voice_prompt=args.voice_prompt, **settings), started)
+        return
     output = pipe.convert_to_file(args.input, args.output, voice_prompt=args.voice_prompt, **settings)  # streamed
     report(args.output, output["num_samples"] / output["sampling_rate"], output["sampling_rate"], started)
+
+
+def stream_to_stdout(stream, started: float) -> None:
+    """Writes a WAV stream to standard output as it is generated (`... - | aplay` plays it meanwhile); the report
+    goes to stderr. A reader that stops early (closing the pipe) stops the generation."""
+    from .streaming import write_wav_stream
+
+    try:
+        num_samples = write_wav_stream(stream, sys.stdout.buffer, stream.sampling_rate)
+    except BrokenPipeError:
+        stream.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        raise UserError("OUTPUT: the reader of standard output closed it") from None
+    seconds = time.perf_counter() - started
+    print(f"streamed {num_samples / stream.sampling_rate:.2f} s at {stream.sampling_rate} Hz to standard output, "
+          f"generated in {seconds:.1f} s", file=sys.stderr)
 
 
 def text_speaker(args, settings: dict):
@@ -309,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = command("convert", "Say what INPUT says in the voice of --voice-prompt and write OUTPUT.", [generation])
     convert.add_argument("input", help="Audio file whose content (what is said) is kept.")
-    convert.add_argument("output", help="Audio file to write at the codec's rate (.wav, .flac, ...).")
+    convert.add_argument(
+        "output", help="Audio file to write at the codec's rate (.wav, .flac, ...), or - for a WAV stream on stdout."
+    )
     convert.add_argument("--voice-prompt", default=None, help="A few seconds of the target voice. Default: unprompted.")
     convert.set_defaults(run=run_convert)
 

@@ -2,10 +2,13 @@
 §3.3). The modules below it: `generation_configuration_soundstorm` (settings and their checks) and
 `decoding_soundstorm` (one `generate` call)."""
 
+from collections.abc import Callable, Iterator
+
 import torch
 from tqdm.auto import tqdm
 
 from .decoding_soundstorm import SoundStormDecodingMixin, SoundStormGenerateOutput, as_ids
+from .generation_configuration_soundstorm import is_integer
 
 
 class SoundStormGenerationMixin(SoundStormDecodingMixin):
@@ -20,16 +23,20 @@ class SoundStormGenerationMixin(SoundStormDecodingMixin):
         context_frames: int = 150,
         generator: torch.Generator | None = None,
         show_progress: bool = False,
+        streamer: Callable[[torch.LongTensor], None] | None = None,
+        first_window_frames: int | None = None,
+        keep_prompt: bool = True,
+        return_trace: bool = False,
         **kwargs,
-    ) -> torch.LongTensor:
+    ) -> torch.LongTensor | SoundStormGenerateOutput:
         r"""
         Codes of one sequence of any length, generated in windows of at most `max_frames` frames.
 
-        Each window is prompted by the last `context_frames` of what comes before it (the voice prompt, then the
-        previous window's output) and fills the rest with new frames, as the paper does for long audio; memory
-        stays that of one window and time grows linearly with length. Windows start on alignment-unit boundaries
-        so that both streams stay aligned. One generator (from `generator`, else `seed`) serves the whole call, so
-        each window draws fresh noise and the call as a whole is reproducible.
+        Each window is prompted by what comes before it and fills the rest with new frames, as the paper does for
+        long audio; memory stays that of one window and time grows linearly with length. Windows start on
+        alignment-unit boundaries so that both streams stay aligned. One generator (from `generator`, else `seed`)
+        serves the whole call, so each window draws fresh noise and the call as a whole is reproducible. The
+        windows themselves are `generate_windows`; this call collects them.
 
         Args:
             semantic_ids (`torch.LongTensor` of shape `(semantic_frames,)`): content of the new audio only.
@@ -39,11 +46,59 @@ class SoundStormGenerationMixin(SoundStormDecodingMixin):
             context_frames (`int`): frames of context prompting each window (at most half a window).
             generator (`torch.Generator`, *optional*): source of randomness for every window.
             show_progress (`bool`): a progress bar of frames generated (tqdm, on stderr) while the call runs.
+            streamer (`Callable`, *optional*): called after each window with its new codes `(levels, new_frames)`,
+                in order; they are final, so a caller can decode and play them while the next window is generated.
+            first_window_frames (`int`, *optional*): new frames of the first window (rounded up to whole alignment
+                units); short, it gives the streamer its first codes sooner. Later windows are as long as fits.
+            keep_prompt (`bool`): every window after the first is prompted by the voice prompt's last
+                `context_frames`, then the previous window's last `context_frames`, so that the voice is seen
+                anew in every window rather than carried (with its errors) from window to window.
+            return_trace (`bool`): also return, for every new token, the forward pass of the whole call (0-based,
+                counting on across windows) that fixed it.
             kwargs: passed to `generate` for every window (e.g. `seed`, `temperature`).
 
         Returns:
-            `torch.LongTensor` of shape `(levels, frames)`: the new frames only.
+            `torch.LongTensor` of shape `(levels, frames)`: the new frames only; with `return_trace`, a
+            [`SoundStormGenerateOutput`] of that `sequences` and its `trace` `(levels, frames)`.
         """
+        windows, traces = [], []
+        for codes, trace in self.generate_windows(
+            semantic_ids,
+            prompt_ids,
+            prompt_semantic_ids,
+            context_frames,
+            generator,
+            show_progress,
+            first_window_frames=first_window_frames,
+            keep_prompt=keep_prompt,
+            return_trace=return_trace,
+            **kwargs,
+        ):
+            windows.append(codes)
+            traces.append(trace)
+            if streamer is not None:
+                streamer(codes)
+        sequences = torch.cat(windows, dim=-1)
+        if return_trace:
+            return SoundStormGenerateOutput(sequences=sequences, trace=torch.cat(traces, dim=-1))
+        return sequences
+
+    def generate_windows(
+        self,
+        semantic_ids: torch.LongTensor,
+        prompt_ids: torch.LongTensor | None = None,
+        prompt_semantic_ids: torch.LongTensor | None = None,
+        context_frames: int = 150,
+        generator: torch.Generator | None = None,
+        show_progress: bool = False,
+        first_window_frames: int | None = None,
+        keep_prompt: bool = True,
+        return_trace: bool = False,
+        **kwargs,
+    ) -> Iterator[tuple[torch.LongTensor, torch.LongTensor | None]]:
+        """`generate_long` one window at a time: yields each window's new codes `(levels, new_frames)` and their
+        trace (`None` without `return_trace`) as soon as the window is generated, so that a caller can stream them.
+        Arguments as for `generate_long`; they are checked before the first window."""
         config = self.config
         frames_per_unit, tokens_per_unit = config.alignment_unit
         device = self.device
@@ -52,9 +107,11 @@ class SoundStormGenerationMixin(SoundStormDecodingMixin):
             raise ValueError(f"`semantic_ids` must have shape (semantic_frames,), got {tuple(semantic_ids.shape)}.")
         if (prompt_ids is None) != (prompt_semantic_ids is None):
             raise ValueError("Pass `prompt_ids` and `prompt_semantic_ids` together.")
-        seed = kwargs.pop("seed", (kwargs.get("generation_config") or self.generation_config).seed)
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=device).manual_seed(seed)
+        if first_window_frames is not None and (not is_integer(first_window_frames) or first_window_frames < 1):
+            raise ValueError(f"`first_window_frames` must be a positive integer, got {first_window_frames!r}.")
+        settings = self.resolve_generation_config(**kwargs)  # every setting checked before the first window
+        if generator is None and settings.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(settings.seed)
         total_units = semantic_ids.shape[0] // tokens_per_unit
         max_units = config.max_frames // frames_per_unit
         if total_units == 0:
@@ -77,32 +134,53 @@ class SoundStormGenerationMixin(SoundStormDecodingMixin):
                     f"The prompt's {history.shape[-1]} frames and {history_semantic.shape[0]} semantic tokens are not "
                     "aligned: cut both to whole semantic units."
                 )
-        windows, done_units = [], 0
+        # The voice prompt's last units, prefixed to every window after the first (which is prompted by them anyway).
+        prefix_units = min(history.shape[-1] // frames_per_unit, context_units, max_units - context_units - 1)
+        prefix_units = prefix_units if keep_prompt else 0
+        prefix = history[:, history.shape[-1] - prefix_units * frames_per_unit :]
+        prefix_semantic = history_semantic[history_semantic.shape[0] - prefix_units * tokens_per_unit :]
+        new_units_limit = -(-first_window_frames // frames_per_unit) if first_window_frames else max_units
+        done_units, passes = 0, 0
         progress = tqdm(
             total=total_units * frames_per_unit, unit="frame", desc="generating", leave=False, disable=not show_progress
         )
         while done_units < total_units:
             context = min(history.shape[-1] // frames_per_unit, context_units)
-            new_units = min(max_units - context, total_units - done_units)
+            fixed = prefix_units if done_units else 0
+            new_units = min(max_units - fixed - context, new_units_limit, total_units - done_units)
             window_semantic = torch.cat(
                 [
+                    prefix_semantic[prefix_semantic.shape[0] - fixed * tokens_per_unit :],
                     history_semantic[history_semantic.shape[0] - context * tokens_per_unit :],
                     semantic_ids[done_units * tokens_per_unit : (done_units + new_units) * tokens_per_unit],
                 ]
             )
-            prompt = history[None, :, history.shape[-1] - context * frames_per_unit :] if context else None
-            codes = self.generate(
-                window_semantic[None],
-                prompt_ids=prompt,
-                num_frames=(context + new_units) * frames_per_unit,
-                generator=generator,
-                **kwargs,
+            prompt = torch.cat(
+                [
+                    prefix[:, prefix.shape[-1] - fixed * frames_per_unit :],
+                    history[:, history.shape[-1] - context * frames_per_unit :],
+                ],
+                dim=-1,
             )
-            codes = codes.sequences if isinstance(codes, SoundStormGenerateOutput) else codes
-            history = codes[0, :, context * frames_per_unit :]
-            history_semantic = window_semantic[context * tokens_per_unit :]
-            windows.append(history)
-            done_units += new_units
+            start = (fixed + context) * frames_per_unit
+            output = self.generate(
+                window_semantic[None],
+                prompt_ids=prompt[None] if start else None,
+                num_frames=start + new_units * frames_per_unit,
+                generator=generator,
+                return_trace=return_trace,
+                generation_config=settings,
+            )
+            codes = output.sequences if isinstance(output, SoundStormGenerateOutput) else output
+            history = codes[0, :, start:]
+            history_semantic = window_semantic[start // frames_per_unit * tokens_per_unit :]
+            trace = None
+            if return_trace:
+                trace = output.trace[0, :, start:]
+                trace = trace + passes  # the window's last pass fixes the rest of the last level: it is its maximum
+                passes = int(trace.max()) + 1
             progress.update(new_units * frames_per_unit)
+            yield history, trace
+            done_units += new_units
+            new_units_limit = max_units
         progress.close()
-        return torch.cat(windows, dim=-1)

@@ -1,11 +1,12 @@
-"""Audio in, audio out: semantic tokenizer -> SoundStorm -> codec decoder, in chunks so memory stays flat."""
+"""Audio in, audio out: semantic tokenizer -> SoundStorm -> codec decoder, in chunks so memory stays flat.
+
+The pipeline loads the three parts and runs them in order; the parts of a call live in their own modules: the
+inputs' tokens (`content_tokenizing`), codes to output audio (`output_decoding`) and streamed output (`streaming`).
+"""
 
 from __future__ import annotations
 
 import json
-import math
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,29 +14,20 @@ import soundfile
 import torch
 
 from .adapters import ADAPTER_INFO_NAME, weights_fingerprint
-from .audio import AudioSource, atomic_output, frame_powers, speech_power, stream_waveform
+from .audio import AudioSource, atomic_output
+from .content_tokenizing import encode_prompt, tokenize_content, whole_frames
 from .modeling_soundstorm import SoundStormForConditionalGeneration
-from .tokenizers import (
-    AcousticCodec,
-    MimiCodec,
-    MimiSemanticTokenizer,
-    SemanticTokenizer,
-    load_acoustic_codec,
-    load_semantic_tokenizer,
-)
+from .output_decoding import OutputDecoder
+from .streaming import AudioStream
+from .tokenizers import AcousticCodec, SemanticTokenizer, load_acoustic_codec, load_semantic_tokenizer
 from .tokenizers.base import local_folder, local_path_or_hub_id
 
 CODEC_SUBFOLDER = "codec"
 SEMANTIC_SUBFOLDER = "semantic_tokenizer"
 DEFAULT_MODEL_NAME = "default"  # `from_pretrained("default")`: the model bundled in the package, no network
 BUNDLED_DEFAULT_MODEL = Path(__file__).parent / "default"
-# Output level: peaks are bent down from the knee so that none exceeds the ceiling (16-bit files never clip).
-OUTPUT_CEILING = 10 ** (-1 / 20)  # -1 dBFS
-LIMITER_KNEE = 10 ** (-3 / 20)  # -3 dBFS
-# An output whose peak stays below this is reported as silence (-60 dBFS): typically an undertrained model.
-SILENT_OUTPUT_PEAK = 1e-3
-# Loudness matching raises the output's level by at most this factor (20 dB): more would amplify near-silence.
-MAX_LOUDNESS_GAIN = 10.0
+# A stream's first window: this much new audio, so that the first block comes soon (later windows are full).
+FIRST_WINDOW_SECONDS = 2.0
 
 
 def load_adapter(model: SoundStormForConditionalGeneration, adapter: str | Path, base_name: str | Path):
@@ -69,18 +61,6 @@ def load_adapter(model: SoundStormForConditionalGeneration, adapter: str | Path,
     return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 
-def soft_limit(audio: np.ndarray) -> np.ndarray:
-    """Bend samples above `LIMITER_KNEE` smoothly (tanh) under `OUTPUT_CEILING`, in place; quieter ones are kept.
-
-    Memoryless, so chunked decoding gives the same samples as decoding at once.
-    """
-    span = OUTPUT_CEILING - LIMITER_KNEE
-    magnitude = np.abs(audio)
-    loud = magnitude > LIMITER_KNEE
-    audio[loud] = np.sign(audio[loud]) * (LIMITER_KNEE + span * np.tanh((magnitude[loud] - LIMITER_KNEE) / span))
-    return audio
-
-
 def check_compatible(model: SoundStormForConditionalGeneration, codec: AcousticCodec, semantic: SemanticTokenizer):
     """Raises a `ValueError` naming the mismatch when the tokenizers do not produce the model's token grid."""
     config = model.config
@@ -107,19 +87,21 @@ class SoundStormPipeline:
     that voice, and decodes them.
 
     Memory does not grow with the length of the input: the content is read, resampled and tokenized in chunks of
-    `chunk_seconds`, the model generates in windows of its `max_frames` (each prompted by the end of the one
-    before), and the codes are decoded in chunks; only the token ids (a few bytes a frame) and the output are whole.
-    `convert_to_file` streams the output to a file as well.
+    `chunk_seconds`, the model generates in windows of its `max_frames` (each prompted by the end of the voice
+    prompt and of the window before), and the codes are decoded in chunks; only the token ids (a few bytes a frame) and the output are whole.
+    `convert_to_file` streams the output to a file as well, and `stream` hands it out block by block as it is
+    generated, starting after a short first window.
 
     Args:
         model: the SoundStorm model.
         codec: the acoustic codec whose tokens the model generates.
         semantic_tokenizer: the tokenizer of the model's conditioning stream.
-        context_seconds: how much of the previous window (or of the voice prompt) prompts the next window.
+        context_seconds: how much of the voice prompt, and of the previous window, prompts each window.
         min_prompt_seconds: shorter voice prompts are rejected: they carry too little of the voice.
         max_input_seconds: longer content or voice prompts are refused before they are read (default: no limit).
         chunk_seconds: audio tokenized and decoded at a time. Each chunk also sees `overlap_seconds` of audio (or
-            codes) on either side, and decoded chunks are cross-faded over `overlap_seconds` where they meet.
+            half of it, of codes) on either side, and decoded chunks are cross-faded over `overlap_seconds` where
+            they meet.
             Content up to `chunk_seconds + overlap_seconds` long goes through in one piece.
     """
 
@@ -236,7 +218,8 @@ class SoundStormPipeline:
         """Resynthesizes `audio` (in the voice of `voice_prompt` when given).
 
         Audio is anything `AudioSource` accepts (a file, an array with its rate), mono or stereo, at any rate.
-        Keyword arguments go to `generate` (e.g. `steps_per_level`, `temperature`, `seed`, `guidance_scale`).
+        Keyword arguments go to `generate_long` and `generate` (e.g. `steps_per_level`, `temperature`, `seed`,
+        `guidance_scale`, `keep_prompt`).
 
         With `match_loudness`, the output's speech level (`speech_power`: pauses gated out) is set to the voice
         prompt's, or without a prompt to the content's, as the level is part of how the prompt sounds (raised by at
@@ -245,12 +228,38 @@ class SoundStormPipeline:
         that writing it as 16-bit PCM never clips; a warning says how many samples went over -1 dBFS. An output that
         stays below -60 dBFS (an undertrained model, say) is returned with a warning.
 
-        Returns `{"audio": np.ndarray (samples,), "sampling_rate": int}`, the prompt part cut off.
+        Returns `{"audio": np.ndarray (samples,), "sampling_rate": int}`, the prompt part cut off; with
+        `return_trace=True`, also `"trace"`: the forward pass that fixed each generated token, `(levels, frames)`
+        (`generate_long`).
         """
-        codes, semantic_ids, num_samples, level = self._generate(
-            audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs
+        semantic_ids, num_samples, content_level = self._content_ids(audio, sampling_rate)
+        return self._speak(
+            semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness, generate_kwargs
         )
-        return self._collect(codes, semantic_ids, num_samples, level if match_loudness else None)
+
+    def stream(
+        self,
+        audio,
+        sampling_rate: int | None = None,
+        voice_prompt=None,
+        prompt_sampling_rate: int | None = None,
+        match_loudness: bool = True,
+        first_window_seconds: float | None = FIRST_WINDOW_SECONDS,
+        return_trace: bool = False,
+        **generate_kwargs,
+    ) -> AudioStream:
+        """The pipeline's call, streamed: an `AudioStream` of output blocks (at `.sampling_rate`) handed out as each
+        window is generated and decoded, so playback can start after the first window (`first_window_seconds` of
+        new audio; later windows are as long as the model takes). Blocks join without clicks (decoded chunks are
+        cross-faded), at one loudness gain from the first decoded chunk, soft-limited. The inputs are read, checked
+        and tokenized before this returns; generation runs as the stream is read. With `return_trace`, the stream's
+        `trace` is the decoding trace of the frames generated so far. Other arguments as for the call.
+        """
+        semantic_ids, num_samples, content_level = self._content_ids(audio, sampling_rate)
+        return self._stream(
+            semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness,
+            first_window_seconds, return_trace, generate_kwargs,
+        )
 
     def from_semantic_ids(
         self,
@@ -264,24 +273,90 @@ class SoundStormPipeline:
         `voice_prompt`: the pipeline's call from the point where the content is tokenized (the level is matched to
         the prompt's only, there being no content audio). Returns `{"audio", "sampling_rate"}`, as long as
         `frames` semantic frames."""
+        semantic_ids, num_samples = self._checked_semantic_ids(semantic_ids)
+        return self._speak(
+            semantic_ids, num_samples, None, voice_prompt, prompt_sampling_rate, match_loudness, generate_kwargs
+        )
+
+    def stream_from_semantic_ids(
+        self,
+        semantic_ids,
+        voice_prompt=None,
+        prompt_sampling_rate: int | None = None,
+        match_loudness: bool = True,
+        first_window_seconds: float | None = FIRST_WINDOW_SECONDS,
+        return_trace: bool = False,
+        **generate_kwargs,
+    ) -> AudioStream:
+        """`from_semantic_ids`, streamed as `stream` streams the call: text to speech streams through this."""
+        semantic_ids, num_samples = self._checked_semantic_ids(semantic_ids)
+        return self._stream(
+            semantic_ids, num_samples, None, voice_prompt, prompt_sampling_rate, match_loudness, first_window_seconds,
+            return_trace, generate_kwargs,
+        )
+
+    def _checked_semantic_ids(self, semantic_ids) -> tuple[torch.Tensor, int]:
+        """Semantic ids `(frames,)` from elsewhere, checked against the tokenizer, and their output length."""
         tokenizer = self.semantic_tokenizer
         semantic_ids = torch.as_tensor(semantic_ids, dtype=torch.long, device=self.model.device)
         if semantic_ids.ndim != 1 or not len(semantic_ids):
-            raise ValueError(f"Semantic ids must be one non-empty sequence (frames,), got shape {tuple(semantic_ids.shape)}.")
+            raise ValueError(
+                f"Semantic ids must be one non-empty sequence (frames,), got shape {tuple(semantic_ids.shape)}."
+            )
         if semantic_ids.min() < 0 or semantic_ids.max() >= tokenizer.vocab_size:
             raise ValueError(f"Semantic ids must lie in [0, {tokenizer.vocab_size}) for this pipeline's tokenizer.")
-        num_samples = round(len(semantic_ids) * tokenizer.hop_length * self.codec.sampling_rate / tokenizer.sampling_rate)
-        codes, prompt_level = self._generate_codes(semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs)
-        return self._collect(codes, semantic_ids, num_samples, prompt_level if match_loudness else None)
+        num_samples = round(len(semantic_ids) * tokenizer.hop_length * self.sampling_rate / tokenizer.sampling_rate)
+        return semantic_ids, num_samples
 
-    def _collect(self, codes: torch.Tensor, semantic_ids: torch.Tensor, num_samples: int, level: float | None) -> dict:
-        """`{"audio", "sampling_rate"}` of `codes`, decoded chunk by chunk into one array."""
+    def _speak(self, semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness,
+               generate_kwargs) -> dict:
+        """`{"audio", "sampling_rate"}`: the whole-chunk stream (full windows, whole decoding chunks) in one array."""
+        return_trace = generate_kwargs.pop("return_trace", False)
+        stream = self._stream(
+            semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness, None,
+            return_trace, generate_kwargs, eager=False, stacklevel=6,
+        )
         output = np.empty(num_samples, dtype=np.float32)
         position = 0
-        for block in self._decode(codes, semantic_ids, num_samples, level, stacklevel=4):
+        for block in stream:
             output[position : position + block.shape[0]] = block
             position += block.shape[0]
-        return {"audio": output[:position], "sampling_rate": self.codec.sampling_rate}
+        return {"audio": output[:position], "sampling_rate": self.sampling_rate} | (
+            {"trace": stream.trace} if return_trace else {}
+        )
+
+    def _stream(self, semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness,
+                first_window_seconds, return_trace, generate_kwargs, eager=True, stacklevel=4) -> AudioStream:
+        """An `AudioStream` of each window's codes (`generate_windows`), decoded as soon as they are generated
+        (`eager`) or in whole chunks; warnings name the line `stacklevel` frames up from the decoder (the reader's)."""
+        generation, level = self._conditions(voice_prompt, prompt_sampling_rate, content_level, match_loudness)
+        if first_window_seconds is not None:
+            frames = round(first_window_seconds * self.model.config.acoustic_frame_rate)
+            generation["first_window_frames"] = max(1, frames)
+        windows = self.model.generate_windows(semantic_ids, return_trace=return_trace, **generation, **generate_kwargs)
+        decoder = self._output_decoder(semantic_ids, num_samples, level, eager, stacklevel)
+        traces = [] if return_trace else None
+
+        def blocks():
+            for codes, trace in windows:
+                if traces is not None:
+                    traces.append(trace.cpu())
+                yield from decoder.push(codes)
+            yield from decoder.finish()
+
+        return AudioStream(blocks(), self.sampling_rate, traces)
+
+    def _conditions(
+        self, voice_prompt, prompt_sampling_rate, content_level, match_loudness
+    ) -> tuple[dict, float | None]:
+        """The voice prompt's arguments to `generate_long` / `generate_windows`, and the output's speech level: the
+        prompt's, else the content's (None: keep the generated level)."""
+        generation = {"context_frames": round(self.context_seconds * self.model.config.acoustic_frame_rate)}
+        level = content_level
+        if voice_prompt is not None:
+            codes, semantic_ids, level = self._encode_prompt(voice_prompt, prompt_sampling_rate)
+            generation.update(prompt_ids=codes, prompt_semantic_ids=semantic_ids)
+        return generation, level if match_loudness else None
 
     def convert_to_file(
         self,
@@ -294,172 +369,55 @@ class SoundStormPipeline:
         match_loudness: bool = True,
         **generate_kwargs,
     ) -> dict:
-        """Like calling the pipeline, but writes the output to `path` chunk by chunk (format from the extension,
-        `subtype` as `soundfile` names it, e.g. "PCM_16", its default for wav), so not even the output is held whole.
-        The file is written under a temporary name and renamed to `path` when complete (`atomic_output`).
+        """Like calling the pipeline, but writes the output to `path` chunk by chunk as it is generated (format from
+        the extension, `subtype` as `soundfile` names it, e.g. "PCM_16", its default for wav), so not even the output
+        is held whole. The samples are those the call returns. The file is written under a temporary name and renamed
+        to `path` when complete (`atomic_output`): an interrupted call leaves what was there.
 
         Returns `{"path": str, "sampling_rate": int, "num_samples": int}`.
         """
-        codes, semantic_ids, num_samples, level = self._generate(
-            audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs
+        semantic_ids, num_samples, content_level = self._content_ids(audio, sampling_rate)
+        stream = self._stream(
+            semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness, None, False,
+            generate_kwargs, eager=False, stacklevel=5,
         )
+        written = 0
         with atomic_output(path) as partial:
-            with soundfile.SoundFile(str(partial), "w", self.codec.sampling_rate, 1, subtype) as file:
-                for block in self._decode(codes, semantic_ids, num_samples, level if match_loudness else None):
+            with soundfile.SoundFile(str(partial), "w", self.sampling_rate, 1, subtype) as file:
+                for block in stream:
                     file.write(block)
-        return {"path": str(path), "sampling_rate": self.codec.sampling_rate, "num_samples": num_samples}
+                    written += block.shape[0]
+        return {"path": str(path), "sampling_rate": self.sampling_rate, "num_samples": written}
 
-    def _generate(self, audio, sampling_rate, voice_prompt, prompt_sampling_rate, generate_kwargs) -> tuple:
-        """Codes `(levels, frames)` and semantic ids `(semantic frames,)` of the content, its output length, and the
-        speech level the output is matched to: the voice prompt's, else the content's (None for no speech)."""
+    def _content_ids(self, audio, sampling_rate) -> tuple[torch.Tensor, int, float | None]:
+        """Semantic ids `(semantic frames,)` of the content, its output length in samples, and its speech level."""
         content = AudioSource(audio, sampling_rate, "content audio", self.max_input_seconds)
         semantic_ids, content_samples, content_level = self._tokenize_content(content)
-        num_samples = round(content_samples * self.codec.sampling_rate / self.semantic_tokenizer.sampling_rate)
-        codes, prompt_level = self._generate_codes(semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs)
-        return codes, semantic_ids, num_samples, prompt_level if voice_prompt is not None else content_level
-
-    def _generate_codes(self, semantic_ids, voice_prompt, prompt_sampling_rate, generate_kwargs) -> tuple:
-        """Codes `(levels, frames)` of semantic ids `(semantic frames,)` in the voice of `voice_prompt`, and the
-        prompt's speech level (None without a prompt)."""
-        prompt_codes = prompt_semantic = prompt_level = None
-        if voice_prompt is not None:
-            prompt_codes, prompt_semantic, prompt_level = self._encode_prompt(voice_prompt, prompt_sampling_rate)
-        context_frames = round(self.context_seconds * self.model.config.acoustic_frame_rate)
-        codes = self.model.generate_long(semantic_ids, prompt_codes, prompt_semantic, context_frames, **generate_kwargs)
-        return codes, prompt_level
+        num_samples = round(content_samples * self.sampling_rate / self.semantic_tokenizer.sampling_rate)
+        return semantic_ids, num_samples, content_level
 
     def _tokenize_content(self, content: AudioSource) -> tuple[torch.Tensor, int, float | None]:
-        """Semantic ids `(semantic frames,)` of `content`, its length in samples at the tokenizer's rate, and its
-        speech level (`speech_power`, gathered block by block).
-
-        Chunks of `chunk_seconds` are tokenized with `overlap_seconds` of audio on either side and keep the tokens of
-        their own frames, so boundary frames see their neighbours; tokens that depend on the whole input (the
-        offline MFCC tokenizer's per-utterance normalization, an SSL model's attention) see a chunk instead, and
-        can differ from whole-input tokens (tested in tests/test_pipeline_faults.py).
-        """
-        tokenizer = self.semantic_tokenizer
-        chunk, overlap = (self._whole_frames(s, tokenizer) for s in (self.chunk_seconds, self.overlap_seconds))
-        ids, buffer, left, total = [], np.zeros(0, dtype=np.float32), 0, 0  # buffer starts `left` samples early
-        powers = []
-        for block in stream_waveform(content, tokenizer.sampling_rate):
-            total += block.shape[0]
-            powers.append(frame_powers(block, tokenizer.sampling_rate))
-            buffer = np.concatenate([buffer, block])
-            while buffer.shape[0] >= left + chunk + overlap:
-                ids.append(self._encode_chunk(buffer[: left + chunk + overlap], left, left + chunk))
-                buffer, left = buffer[left + chunk - overlap :], overlap
-        ids.append(self._encode_chunk(buffer, left, buffer.shape[0]))
-        unit = self.model.config.alignment_unit[1] * tokenizer.hop_length
-        if total < unit:
-            raise content.error(
-                f"{total} samples ({total / tokenizer.sampling_rate:.4f} s) at {tokenizer.sampling_rate} Hz; at least "
-                f"{unit / tokenizer.sampling_rate:.3f} s (one semantic unit) is needed"
-            )
-        return torch.cat(ids), total, speech_power(np.concatenate(powers))
-
-    def _encode_chunk(self, waveform: np.ndarray, start: int, end: int) -> torch.Tensor:
-        """Tokens `(frames,)` of samples `[start, end)` of `waveform (samples,)`, encoded with what surrounds them."""
-        tokenizer = self.semantic_tokenizer
-        ids = tokenizer.encode(torch.from_numpy(waveform))[0]  # (frames,)
-        return ids[start // tokenizer.hop_length : tokenizer.num_frames(end)]
-
-    def _whole_frames(self, seconds: float, module) -> int:
-        """`seconds` rounded to whole frames of `module`, in samples."""
-        return round(seconds * module.frame_rate) * module.hop_length
-
-    def _decode(
-        self,
-        codes: torch.Tensor,
-        semantic_ids: torch.Tensor,
-        num_samples: int,
-        level: float | None = None,
-        stacklevel: int = 3,
-    ) -> Iterator[np.ndarray]:
-        """Output blocks `(samples,)`, `num_samples` in all, at speech level `level` when given (one gain, from the
-        first chunk), soft-limited, with warnings for overs and silence.
-
-        Codes `(levels, frames)` are decoded in chunks of `chunk_seconds` with `overlap_seconds` of codes on either
-        side; neighbouring chunks are cross-faded linearly over `overlap_seconds` around their boundary. Codes up to
-        `chunk_seconds` long are decoded at once. Warnings name the line `stacklevel` frames up (the user's call).
-        """
-        hop, total_frames = self.codec.hop_length, codes.shape[-1]
-        overlap = round(self.overlap_seconds * self.codec.frame_rate)
-        half = overlap // 2  # frames faded on each side of a boundary
-        num_chunks = math.ceil(total_frames / max(1, round(self.chunk_seconds * self.codec.frame_rate)))
-        bounds = [index * total_frames // num_chunks for index in range(num_chunks + 1)]
-        fade_in = ((np.arange(2 * half * hop) + 0.5) / (2 * half * hop)).astype(np.float32)
-        position, overs, peak, tail, gain = 0, 0, 0.0, None, None
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            low, high = max(0, start - overlap), min(total_frames, end + overlap)
-            audio = self._decode_frames(codes, semantic_ids, low, high)  # (samples,) from frame `low`
-            if gain is None:
-                generated = speech_power(frame_powers(audio, self.codec.sampling_rate))
-                gain = 1.0 if level is None or generated is None else math.sqrt(level / generated)
-                gain = min(gain, MAX_LOUDNESS_GAIN)
-            audio *= gain  # in place: a fresh decode
-            blocks, first = [], (start - low) * hop
-            if tail is not None:
-                blocks.append(tail * fade_in[::-1] + audio[first - half * hop : first + half * hop] * fade_in)
-                first += half * hop
-            last = (end - low - half) * hop if end < total_frames else audio.shape[0]
-            blocks.append(audio[first:last])
-            tail = audio[last : last + 2 * half * hop]
-            for block in blocks:
-                block = block[: num_samples - position]
-                position += block.shape[0]
-                overs += int((np.abs(block) > OUTPUT_CEILING).sum())
-                peak = max(peak, float(np.abs(block).max(initial=0.0)))
-                yield soft_limit(block)
-        if overs:
-            warnings.warn(
-                f"{overs} output samples ({100 * overs / max(position, 1):.2f}%) went over -1 dBFS (peak "
-                f"{20 * math.log10(peak):+.1f} dBFS); they were soft-limited to -1 dBFS instead of clipping.",
-                stacklevel=stacklevel,
-            )
-        if peak < SILENT_OUTPUT_PEAK:
-            warnings.warn(
-                f"The output is silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS, below -60 dBFS): is the "
-                "model trained, and does it match its codec?",
-                stacklevel=stacklevel,
-            )
-
-    def _decode_frames(self, codes: torch.Tensor, semantic_ids: torch.Tensor, low: int, high: int) -> np.ndarray:
-        """Audio `((high - low) * hop_length,)` of frames `[low, high)` of codes `(levels, frames)`."""
-        decode_kwargs = {}
-        if isinstance(self.codec, MimiCodec) and isinstance(self.semantic_tokenizer, MimiSemanticTokenizer):
-            # Mimi's decoder adds its semantic codebook to the acoustic ones: here they are the content's tokens.
-            decode_kwargs["semantic_codes"] = semantic_ids[None, low:high]
-        return self.codec.decode(codes[None, :, low:high], **decode_kwargs)[0].cpu().numpy()
+        """`tokenize_content` in chunks of `chunk_seconds`."""
+        unit_frames = self.model.config.alignment_unit[1]
+        return tokenize_content(self.semantic_tokenizer, content, self.chunk_seconds, self.overlap_seconds, unit_frames)
 
     def _encode_prompt(self, voice_prompt, sampling_rate) -> tuple[torch.Tensor, torch.Tensor, float | None]:
-        """Codes `(levels, frames)` and semantic ids of the prompt, cut to whole semantic units, and its speech level.
-
-        Generation is prompted with the last `context_seconds` of it; of a prompt longer than `chunk_seconds`, only
-        its last `chunk_seconds` are read into memory and encoded.
-        """
-        config = self.model.config
-        frames_per_unit, tokens_per_unit = config.alignment_unit
+        """`encode_prompt` of the voice prompt's last `chunk_seconds` (generation is prompted by its last
+        `context_seconds`)."""
         prompt = AudioSource(voice_prompt, sampling_rate, "voice prompt", self.max_input_seconds)
         semantic = self.semantic_tokenizer
-        seconds = self._whole_frames(self.chunk_seconds, semantic) / semantic.sampling_rate
-        codec_wave = self._tail(prompt, self.codec.sampling_rate, seconds)
-        duration = codec_wave.shape[-1] / self.codec.sampling_rate
-        if duration < self.min_prompt_seconds:
-            raise ValueError(
-                f"The voice prompt is too short: {duration:.2f} s, at least {self.min_prompt_seconds} s are needed."
-            )
-        semantic_wave = self._tail(prompt, self.semantic_tokenizer.sampling_rate, seconds)
-        codes = self.codec.encode(codec_wave)[0]  # (levels, frames)
-        semantic_ids = self.semantic_tokenizer.encode(semantic_wave)[0]  # (semantic frames,)
-        units = min(codes.shape[-1] // frames_per_unit, semantic_ids.shape[0] // tokens_per_unit)
-        level = speech_power(frame_powers(codec_wave.numpy(), self.codec.sampling_rate))
-        return codes[:, : units * frames_per_unit], semantic_ids[: units * tokens_per_unit], level
+        seconds = whole_frames(self.chunk_seconds, semantic) / semantic.sampling_rate
+        alignment_unit = self.model.config.alignment_unit
+        return encode_prompt(self.codec, semantic, prompt, alignment_unit, seconds, self.min_prompt_seconds)
 
-    @staticmethod
-    def _tail(source: AudioSource, sampling_rate: int, seconds: float) -> torch.Tensor:
-        """The last `seconds` of `source` at `sampling_rate`, mono `(samples,)`, reading one block at a time."""
-        keep = round(seconds * sampling_rate)
-        tail = np.zeros(0, dtype=np.float32)
-        for block in stream_waveform(source, sampling_rate):
-            tail = np.concatenate([tail, block])[-keep:]
-        return torch.from_numpy(tail)
+    def _output_decoder(self, semantic_ids, num_samples: int, level, eager: bool, stacklevel: int) -> OutputDecoder:
+        frame_rate = self.codec.frame_rate
+        chunk_frames, overlap_frames = (round(s * frame_rate) for s in (self.chunk_seconds, self.overlap_seconds))
+        return OutputDecoder(
+            self.codec, self.semantic_tokenizer, semantic_ids, num_samples, level, chunk_frames, overlap_frames, eager,
+            stacklevel,
+        )
+
+    def _decode(self, codes, semantic_ids, num_samples: int, level: float | None = None, stacklevel: int = 3):
+        """Output blocks of all of `codes` `(levels, frames)` at once (`OutputDecoder.decode`)."""
+        return self._output_decoder(semantic_ids, num_samples, level, False, stacklevel).decode(codes)
