@@ -269,3 +269,17 @@ def test_space_entry_point_serves_the_model_its_variable_names_under_zerogpu(tin
         runpy.run_path(str(SPACE_APP), run_name="__main__")
     message = str(exit_info.value.code)
     assert message.startswith("soundstorm-hf Space: ") and "no-such-model" in message and "\n" not in message, message
+
+
+def test_the_guidance_slider_shows_only_for_a_model_trained_for_guidance():
+    pipe = tiny_pipeline()
+
+    def guidance_sliders_shown(pipe) -> list[bool]:
+        demo = soundstorm_hf.app.build_demo(pipe)
+        sliders = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Guidance scale (1 = off)"]
+        return [slider.visible for slider in sliders]
+
+    assert not pipe.model.config.trained_for_guidance
+    assert guidance_sliders_shown(pipe) == [False] * 3  # one per tab
+    pipe.model.config.prompt_dropout = 0.1
+    assert guidance_sliders_shown(pipe) == [True] * 3

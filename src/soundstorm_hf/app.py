@@ -205,15 +205,16 @@ def example_files() -> dict[str, str]:
     return {path.stem: str(path) for path in sorted(EXAMPLES.glob("*.wav"))}
 
 
-def controls(default_iterations: int):
-    """The decoding settings every tab shares."""
+def controls(default_iterations: int, guidance: bool):
+    """The decoding settings every tab shares; the guidance slider only for a model trained for guidance (with the
+    prompt dropped at times), where it means something."""
     with gr.Accordion("Decoding settings", open=False):
         with gr.Row():
             iterations = gr.Slider(1, 32, value=default_iterations, step=1, label="Level-1 iterations")
             temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Temperature")
-            guidance = gr.Slider(1.0, 5.0, value=1.0, step=0.1, label="Guidance scale (1 = off)")
+            scale = gr.Slider(1.0, 5.0, value=1.0, step=0.1, label="Guidance scale (1 = off)", visible=guidance)
             seed = gr.Number(value=0, step=1, label="Seed")  # no precision: the handler checks what the API sends
-    return [iterations, temperature, guidance, seed]
+    return [iterations, temperature, scale, seed]
 
 
 def outputs():
@@ -255,6 +256,7 @@ def build_demo(pipe, limits: Limits = Limits(), t2s=None) -> gr.Blocks:
     convert, tts, dialogue = (on_gpu(f) for f in (demo_handlers.convert, demo_handlers.tts, demo_handlers.dialogue))
     steps = pipe.model.generation_config.steps_per_level
     default_iterations = steps[0] if steps else 16
+    guidance = pipe.model.config.trained_for_guidance
     examples = example_files()
     contents = [path for name, path in examples.items() if name.startswith("content")]
     voices = [path for name, path in examples.items() if name.startswith("voice")]
@@ -273,7 +275,7 @@ def build_demo(pipe, limits: Limits = Limits(), t2s=None) -> gr.Blocks:
             with gr.Row():
                 content = audio_input("Content (what is said)", "content-audio")
                 prompt = audio_input("Voice prompt (who says it, a few seconds)", "convert-prompt")
-            settings = controls(default_iterations)
+            settings = controls(default_iterations, guidance)
             gr.Examples(
                 [[c, v] for c in contents for v in voices], inputs=[content, prompt], label="Bundled examples"
             )
@@ -284,7 +286,7 @@ def build_demo(pipe, limits: Limits = Limits(), t2s=None) -> gr.Blocks:
             text = gr.Textbox(label="Text", lines=3, max_length=limits.max_characters, value="The quick brown fox jumps over the lazy dog.")
             prompt = audio_input("Voice prompt", "tts-prompt")
             gr.Examples([[v] for v in voices], inputs=[prompt], label="Bundled voices")
-            settings = controls(default_iterations)
+            settings = controls(default_iterations, guidance)
             button = gr.Button("Speak", variant="primary")
             results = outputs()
             button.click(tts, [text, prompt, *settings], results, api_name="tts")
@@ -300,7 +302,7 @@ def build_demo(pipe, limits: Limits = Limits(), t2s=None) -> gr.Blocks:
                 prompt_b = audio_input("Voice of [B]", "dialogue-prompt-b")
             gr.Examples([voices[:2], voices[1::-1]] if len(voices) >= 2 else [], inputs=[prompt_a, prompt_b])
             pause = gr.Slider(0.0, MAX_PAUSE_SECONDS, value=0.4, step=0.05, label="Pause between turns (s)")
-            settings = controls(default_iterations)
+            settings = controls(default_iterations, guidance)
             button = gr.Button("Generate dialogue", variant="primary")
             results = outputs()
             button.click(dialogue, [transcript, prompt_a, prompt_b, pause, *settings], results, api_name="dialogue")
