@@ -29,19 +29,23 @@ from common import RESULTS_DIR, machine_info, median, set_threads, timed, write_
 from models import build_soundstorm, soundstorm_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = ("configuration_soundstorm.py", "generation_soundstorm.py", "modeling_soundstorm.py")
 DEFAULT_BASELINE = "8e2c8d9"  # the package before the speed edits of the benchmark issue
 DETERMINISTIC = dict(do_sample=False, choice_temperature=0.0)
 
 
 def load_baseline(rev: str, workdir: Path):
+    """The package's top-level modules as they were at `rev`, importable as `soundstorm_hf_baseline` (an empty
+    `__init__`, so that only what the model file imports runs)."""
     package = workdir / "soundstorm_hf_baseline"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    for name in FILES:
-        source = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:src/soundstorm_hf/{name}"],
-                                check=True, capture_output=True, text=True).stdout
-        (package / name).write_text(source)
+    listing = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only", rev, "src/soundstorm_hf/"],
+                             check=True, capture_output=True, text=True).stdout
+    for name in (Path(line).name for line in listing.split()):
+        if name.endswith(".py") and name != "__init__.py":
+            source = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:src/soundstorm_hf/{name}"],
+                                    check=True, capture_output=True, text=True).stdout
+            (package / name).write_text(source)
     sys.path.insert(0, str(workdir))
     return importlib.import_module("soundstorm_hf_baseline.modeling_soundstorm")
 

@@ -107,9 +107,9 @@ def test_option_like_text_is_spoken_not_obeyed(client, clips, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # the server runs in this process: relative paths are the test's
     texts, written = option_like_texts(tmp_path)
     voice = handle_file(clips["voice"])
-    audio, *_ = client.predict(texts[0], voice, *SETTINGS, api_name="/tts")  # every text and engine: test_pipeline_faults
+    _, audio, *_ = client.predict(texts[0], voice, *SETTINGS, api_name="/tts")  # every text and engine: test_pipeline_faults
     assert duration(audio) < 6
-    audio, *_ = client.predict(f"[A] {texts[1]} [B] {texts[3]}", voice, voice, 0.4, *SETTINGS, api_name="/dialogue")
+    _, audio, *_ = client.predict(f"[A] {texts[1]} [B] {texts[3]}", voice, voice, 0.4, *SETTINGS, api_name="/dialogue")
     assert duration(audio) < 10 and not written.exists()
 
 

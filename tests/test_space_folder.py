@@ -104,7 +104,9 @@ def test_the_folder_installs_alone_and_serves(wheel, tiny_pipeline_folder, tmp_p
         content, voice = tmp_path / "content.wav", tmp_path / "voice.wav"
         soundfile.write(content, *synthesize_speech("the quick brown fox", "en+m3"))
         soundfile.write(voice, *synthesize_speech("seven green apples", "en+f3"))
-        audio, *_ = client.predict(handle_file(str(content)), handle_file(str(voice)), 4, 1.0, 1.0, 0, api_name="/convert")
+        _, audio, *_ = client.predict(  # the live player's stream, then the whole result
+            handle_file(str(content)), handle_file(str(voice)), 4, 1.0, 1.0, 0, api_name="/convert"
+        )
         assert soundfile.info(audio).duration == pytest.approx(soundfile.info(content).duration, abs=0.01)
     finally:
         os.killpg(served.pid, signal.SIGTERM)
