@@ -87,9 +87,10 @@ PERTURBATIONS = {
 PERTURBED_LANGUAGES = [  # the real training speakers: a held-out speaker's perturbation would leak it into training
     language for language in ASTERISK_SPEAKERS if not f"asterisk-{language}".startswith(TEST_SPEAKERS_PREFIXES)
 ]
-# Fast, English and transcribed first: a phone recognizer can train on the corpus while the rest is synthesized.
-DEFAULT_GROUPS = ["flite", "asterisk-en", "librivox", "espeak-ng", "piper", "hibari", "festival",
-                  "asterisk-fr", "asterisk-es", "asterisk-it", "asterisk-ru", "perturbed"]
+# Real speech first (the most hours and speakers per CPU second: decoding and sox only), then the synthetic voices,
+# fast engines first: an interrupted build has the most useful corpus so far.
+DEFAULT_GROUPS = ["asterisk-en", "librivox", "asterisk-fr", "asterisk-es", "asterisk-it", "asterisk-ru", "perturbed",
+                  "flite", "espeak-ng", "festival", "hibari", "piper"]
 
 
 @dataclass
@@ -431,40 +432,52 @@ def synthetic_utterances(voices: list[Voice], texts: list[str], generated: list[
 
 
 def build(output: Path, groups: list[tuple[str, Iterator[Utterance]]], manifest_base: dict) -> None:
+    """Render every utterance not on disk yet, group by group. The files already there are listed first, so the
+    metadata written during the run covers everything built so far, whichever group an earlier run stopped in."""
     for partial in output.rglob("*.part.wav"):  # left by an interrupted run
         partial.unlink()
+    pending: list[tuple[str, list[tuple[Utterance, Path]]]] = []
     records: list[dict] = []
     for group, utterances in groups:
-        started, made, failed, made_seconds = time.time(), 0, 0, 0.0
+        missing = []
         for utterance in utterances:
             utterance.split = assign_split(utterance.speaker, utterance.text, utterance.uid)
-            relative = Path(utterance.speaker) / f"{utterance.uid}.wav"
-            path = output / utterance.split / relative
-            fresh = not path.is_file()
-            if fresh:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    utterance.render(path)
-                    made += 1
-                except (subprocess.CalledProcessError, ValueError, RuntimeError) as error:
-                    failed += 1
-                    print(f"  failed {utterance.uid}: {str(error)[:200]}", flush=True)
-                    continue
-            records.append({
-                "split": utterance.split, "file_name": relative.as_posix(), "text": utterance.text,
-                "speaker": utterance.speaker, "source": utterance.source,
-                "seconds": soundfile.info(str(path)).duration,
-            })
-            if fresh:
-                made_seconds += records[-1]["seconds"]
-                if made % 250 == 0:
-                    total_hours = sum(record["seconds"] for record in records) / 3600
-                    print(f"  {group}: {made} new files ({made_seconds / 3600:.2f} h of audio) in "
-                          f"{time.time() - started:.0f} s; corpus so far {total_hours:.2f} h", flush=True)
-                    write_metadata(output, records, manifest_base)
+            path = output / utterance.split / utterance.speaker / f"{utterance.uid}.wav"
+            if path.is_file():
+                records.append(file_record(utterance, path))
+            else:
+                missing.append((utterance, path))
+        pending.append((group, missing))
+    print(f"{len(records)} files already built ({sum(r['seconds'] for r in records) / 3600:.2f} h); "
+          f"{sum(len(missing) for _, missing in pending)} to render", flush=True)
+    write_metadata(output, records, manifest_base)
+    for group, missing in pending:
+        started, made, failed, made_seconds = time.time(), 0, 0, 0.0
+        for utterance, path in missing:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                utterance.render(path)
+            except (subprocess.CalledProcessError, ValueError, RuntimeError) as error:
+                failed += 1
+                print(f"  failed {utterance.uid}: {str(error)[:200]}", flush=True)
+                continue
+            records.append(file_record(utterance, path))
+            made, made_seconds = made + 1, made_seconds + records[-1]["seconds"]
+            if made % 250 == 0:
+                total_hours = sum(record["seconds"] for record in records) / 3600
+                print(f"  {group}: {made}/{len(missing)} new files ({made_seconds / 3600:.2f} h of audio) in "
+                      f"{time.time() - started:.0f} s; corpus so far {total_hours:.2f} h", flush=True)
+                write_metadata(output, records, manifest_base)
         print(f"{group}: {made} new files ({made_seconds / 3600:.2f} h), {failed} failed, "
               f"{time.time() - started:.0f} s", flush=True)
         write_metadata(output, records, manifest_base)
+
+
+def file_record(utterance: Utterance, path: Path) -> dict:
+    return {
+        "split": utterance.split, "file_name": f"{utterance.speaker}/{path.name}", "text": utterance.text,
+        "speaker": utterance.speaker, "source": utterance.source, "seconds": soundfile.info(str(path)).duration,
+    }
 
 
 def write_metadata(output: Path, records: list[dict], manifest_base: dict) -> None:
@@ -474,11 +487,13 @@ def write_metadata(output: Path, records: list[dict], manifest_base: dict) -> No
     for record in records:
         splits.setdefault(record["split"], []).append(record)
     for split, rows in splits.items():
-        with open(output / split / "metadata.csv", "w", newline="") as handle:
+        partial = output / split / "metadata.part.csv"
+        with open(partial, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=["file_name", "text", "speaker", "source", "split"],
                                     extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
+        partial.replace(output / split / "metadata.csv")
     speakers: dict[str, dict] = {}
     for record in records:
         entry = speakers.setdefault(record["speaker"], speaker_description(record["speaker"], record["source"]))

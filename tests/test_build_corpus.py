@@ -104,3 +104,20 @@ def test_a_failed_render_leaves_no_file_and_the_build_goes_on(tmp_path):
 def test_silent_audio_is_refused():
     with pytest.raises(ValueError, match="no speech"):
         build_corpus.write_wav(Path("unused.wav"), np.zeros(1600), 16000)
+
+
+def test_metadata_lists_earlier_groups_before_the_first_new_file(tmp_path):
+    """A run killed in its first group still leaves metadata for the later groups an earlier run had built."""
+    calls = []
+    build_corpus.build(tmp_path, [("late", iter([utterance("late-1", "late", "flite", "Made before.", calls)]))], {})
+
+    def killed(path):
+        raise KeyboardInterrupt
+
+    groups = [("early", iter([Utterance("early-1", "early", "flite", "Never made.", killed)])),
+              ("late", iter([utterance("late-1", "late", "flite", "Made before.", calls)]))]
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus.build(tmp_path, groups, {})
+    assert json.loads((tmp_path / "manifest.json").read_text())["speakers"].keys() == {"late"}
+    assert calls == ["late-1"]
