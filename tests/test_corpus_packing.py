@@ -141,3 +141,40 @@ def test_damaged_files_fail_with_one_line_errors(tmp_path):
         archive.writestr("something.npy", b"")
     with pytest.raises(ValueError, match="not a packed token file"):
         unpack_tokens(tmp_path / "other.npz")
+
+
+def test_token_dataset_round_trip_through_packed_files(tmp_path):
+    """training/pack_token_dataset.py: what unpack gives back is the token dataset pack was given, row for row."""
+    import datasets
+
+    from soundstorm_hf.data import TokenDatasetInfo, token_features
+    from test_training import load_script
+
+    script = load_script("pack_token_dataset")
+    acoustic, semantic = utterances(count=7)
+    rows = {
+        "semantic_ids": [ids.tolist() for ids in semantic],
+        "acoustic_ids": [codes.tolist() for codes in acoustic],
+        "num_frames": [codes.shape[1] for codes in acoustic],
+        "duration": [codes.shape[1] / 50 + 0.013 for codes in acoustic],
+        "text": [f"sentence {index}" for index in range(7)],
+        "speaker_id": ["a", "b", "a", "c", "c", "b", "a"],
+    }
+    tokens = tmp_path / "tokens"
+    datasets.Dataset.from_dict(rows, features=token_features(8, 1024, 64, ["text", "speaker_id"])).save_to_disk(tokens)
+    info = TokenDatasetInfo("codec", "semantic_tokenizer", 8, 1024, 64, 50.0, 25.0, 16000, 16000,
+                            source={"name": "corpus"}, num_rows=7, hours=0.01)
+    info.save(tokens)
+    (tokens / "codec").mkdir()
+    (tokens / "codec" / "soundstorm_codec.json").write_text("{}")
+
+    script.main(["pack", str(tokens), str(tmp_path / "packed"), "--hours_per_file", "0.001"])  # 3.6 s a file
+    assert len(list((tmp_path / "packed").glob("tokens-*.npz"))) > 2
+    script.main(["unpack", str(tmp_path / "packed"), str(tmp_path / "restored")])
+
+    restored = datasets.load_from_disk(str(tmp_path / "restored"))
+    original = datasets.load_from_disk(str(tokens))
+    assert restored.features == original.features
+    assert restored.to_list() == original.to_list()
+    assert TokenDatasetInfo.load(tmp_path / "restored") == info
+    assert (tmp_path / "restored" / "codec" / "soundstorm_codec.json").read_text() == "{}"
