@@ -31,6 +31,7 @@ import importlib.metadata
 import itertools
 import json
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -452,7 +453,7 @@ def build(output: Path, groups: list[tuple[str, Iterator[Utterance]]], manifest_
           f"{sum(len(missing) for _, missing in pending)} to render", flush=True)
     write_metadata(output, records, manifest_base)
     for group, missing in pending:
-        started, made, failed, made_seconds = time.time(), 0, 0, 0.0
+        started, started_cpu, made, failed, made_seconds = time.time(), cpu_seconds(), 0, 0, 0.0
         for utterance, path in missing:
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -468,9 +469,19 @@ def build(output: Path, groups: list[tuple[str, Iterator[Utterance]]], manifest_
                 print(f"  {group}: {made}/{len(missing)} new files ({made_seconds / 3600:.2f} h of audio) in "
                       f"{time.time() - started:.0f} s; corpus so far {total_hours:.2f} h", flush=True)
                 write_metadata(output, records, manifest_base)
+        cpu = cpu_seconds() - started_cpu
         print(f"{group}: {made} new files ({made_seconds / 3600:.2f} h), {failed} failed, "
-              f"{time.time() - started:.0f} s", flush=True)
+              f"{time.time() - started:.0f} s, {cpu:.0f} CPU s"
+              + (f" ({cpu / made_seconds:.4f} x real time per core)" if made else ""), flush=True)
         write_metadata(output, records, manifest_base)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and the engines it ran (they have exited): what the build costs, whatever the load."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
 
 
 def file_record(utterance: Utterance, path: Path) -> dict:
