@@ -117,20 +117,24 @@ def main() -> None:
         start = time.process_time()
         unpacked = unpack_tokens(path)
         unpack_seconds = time.process_time() - start
+        with np.load(path) as arrays:  # the compressed streams on their own
+            acoustic_bytes, semantic_bytes = arrays["acoustic"].size, arrays["semantic"].size
     assert all(np.array_equal(a, b) for a, b in zip(acoustic, unpacked.acoustic_ids))
 
     bytes_per_hour = size / seconds * 3600
     repository = tracked_bytes()
     bits = np.ceil(np.log2([codec.codebook_size, semantic.vocab_size]))
     report = {
-        "corpus": str(args.corpus), "split": args.split, "utterances": len(paths), "speakers": len(set(speakers)),
+        "corpus": args.corpus.name, "split": args.split, "utterances": len(paths), "speakers": len(set(speakers)),
         "audio_seconds": round(seconds, 1),
         "codec": {"levels": codec.num_levels, "codebook_size": codec.codebook_size, "frame_rate": codec.frame_rate},
         "semantic": {"vocab_size": semantic.vocab_size, "frame_rate": semantic.frame_rate},
         "bits_per_acoustic_code": {
             "int16": 16, "bit_packed": int(bits[0]),
+            "packed_acoustic_stream": round(acoustic_bytes * 8 / num_codes, 3),
             "packed_file_all_streams": round(size * 8 / num_codes, 3),
         },
+        "bits_per_semantic_id": {"bit_packed": int(bits[1]), "packed": round(semantic_bytes * 8 / num_semantic, 3)},
         "packed_bytes": size,
         "packed_mib_per_audio_hour": round(bytes_per_hour / 2**20, 3),
         f"packed_mib_for_{args.hours:g}_hours": round(bytes_per_hour * args.hours / 2**20, 1),
