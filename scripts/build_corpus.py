@@ -264,8 +264,8 @@ def perturbed_utterances(languages: list[str]) -> Iterator[Utterance]:
             for name, effect in PERTURBATIONS.items():
                 speaker = f"{utterance.speaker}-{name}"
                 uid = f"{speaker}-{utterance.uid[len(utterance.speaker) + 1:]}"
-                yield Utterance(uid, speaker, f"{utterance.source}+sox-{name}", utterance.text,
-                                perturbed(utterance.render, effect))
+                # The source stays the prompt package's: the scripts that skip non-English rows match it exactly.
+                yield Utterance(uid, speaker, utterance.source, utterance.text, perturbed(utterance.render, effect))
 
 
 def librivox_utterances() -> Iterator[Utterance]:
@@ -546,9 +546,10 @@ def write_metadata(output: Path, records: list[dict], manifest_base: dict) -> No
 def speaker_description(speaker: str, source: str) -> dict:
     """A speaker's manifest entry before its counts: real or synthetic, and the real speaker it was perturbed from."""
     real = source.startswith(("asterisk", "pocketsphinx"))
-    perturbation = source.partition("+sox-")[2]
+    perturbation = next((name for name in PERTURBATIONS if real and speaker.endswith(f"-{name}")), None)
     return {"source": source, "kind": "real" if real else "synthetic",
             "perturbed_from": speaker[: -len(perturbation) - 1] if perturbation else None,
+            "perturbation": " ".join(PERTURBATIONS[perturbation]) if perturbation else None,
             "splits": {}, "seconds": 0.0}
 
 

@@ -65,8 +65,8 @@ def test_build_resumes_writes_metadata_and_describes_speakers(tmp_path, workers)
     def groups():
         yield "real", iter([utterance("asterisk-en-a", "asterisk-en", "asterisk-en", "Hello there.", calls),
                             utterance("asterisk-it-a", "asterisk-it", "asterisk-it", "Ciao a tutti.", calls)])
-        yield "perturbed", iter([utterance("asterisk-en-speed0.9-a", "asterisk-en-speed0.9",
-                                           "asterisk-en+sox-speed0.9", "Hello there.", calls)])
+        yield "perturbed", iter([utterance("asterisk-en-speed0.9-a", "asterisk-en-speed0.9", "asterisk-en",
+                                           "Hello there.", calls)])
 
     build_corpus.build(tmp_path, list(groups()), {"command": "test"}, workers)
     assert sorted(calls) == ["asterisk-en-a", "asterisk-en-speed0.9-a", "asterisk-it-a"]
@@ -79,6 +79,7 @@ def test_build_resumes_writes_metadata_and_describes_speakers(tmp_path, workers)
     assert manifest["num_speakers"] == 3
     assert manifest["speakers"]["asterisk-en-speed0.9"]["perturbed_from"] == "asterisk-en"
     assert manifest["speakers"]["asterisk-en-speed0.9"]["kind"] == "real"
+    assert manifest["speakers"]["asterisk-en-speed0.9"]["perturbation"] == "speed 0.9"
     assert manifest["speakers"]["asterisk-en"]["perturbed_from"] is None
     assert manifest["custom_voice_speaker"]["speaker"] == "asterisk-it"
     assert manifest["custom_voice_speaker"]["splits"] == {"test_speakers": 1}
@@ -122,3 +123,15 @@ def test_metadata_lists_earlier_groups_before_the_first_new_file(tmp_path):
         build_corpus.build(tmp_path, groups, {})
     assert json.loads((tmp_path / "manifest.json").read_text())["speakers"].keys() == {"late"}
     assert calls == ["late-1"]
+
+
+def test_perturbed_prompts_keep_their_language_source(monkeypatch):
+    """train_phonetic_tokenizer.py and measure_semantic_tokens.py skip non-English rows by exact source: a perturbed
+    French prompt must still say asterisk-fr, or English phonemes would be forced onto French speech."""
+    calls = []
+    prompt = utterance("asterisk-fr-hello", "asterisk-fr", "asterisk-fr", "Bonjour.", calls)
+    monkeypatch.setattr(build_corpus, "asterisk_utterances", lambda language: iter([prompt]))
+    perturbed = list(build_corpus.perturbed_utterances(["fr"]))
+    assert {utterance.source for utterance in perturbed} == {"asterisk-fr"}
+    assert [utterance.speaker for utterance in perturbed] == [f"asterisk-fr-{name}" for name in build_corpus.PERTURBATIONS]
+    assert [utterance.uid for utterance in perturbed] == [f"asterisk-fr-{name}-hello" for name in build_corpus.PERTURBATIONS]
