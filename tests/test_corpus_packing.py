@@ -178,3 +178,10 @@ def test_token_dataset_round_trip_through_packed_files(tmp_path):
     assert restored.to_list() == original.to_list()
     assert TokenDatasetInfo.load(tmp_path / "restored") == info
     assert (tmp_path / "restored" / "codec" / "soundstorm_codec.json").read_text() == "{}"
+
+    # Tokenizers already on the other side (the repository's default ones) need not travel twice.
+    script.main(["pack", str(tokens), str(tmp_path / "lean"), "--without_tokenizers"])
+    assert not (tmp_path / "lean" / "codec").exists()
+    script.main(["unpack", str(tmp_path / "lean"), str(tmp_path / "again"), "--tokenizers_dir", str(tokens)])
+    assert datasets.load_from_disk(str(tmp_path / "again")).to_list() == original.to_list()
+    assert (tmp_path / "again" / "codec" / "soundstorm_codec.json").read_text() == "{}"

@@ -7,7 +7,9 @@ A GPU call carries at most 64 MiB, this repository included; the arrow columns o
 code, the packed files (`soundstorm_hf.token_packing`) about 9.5. `pack` writes `tokens-00000.npz`, ... of at most
 `--hours_per_file` hours each (so a call can take as many as fit) and copies the tokenizer folders recorded in
 `soundstorm_tokens.json` beside them; `unpack` reads every `tokens-*.npz` of a folder back into a token dataset that
-`train.py` loads as it is, rows in the same order, with the same `soundstorm_tokens.json`.
+`train.py` loads as it is, rows in the same order, with the same `soundstorm_tokens.json`. Tokenizers that already
+travel with the repository (the default model's take 10 MiB) need not travel twice: `pack --without_tokenizers`,
+then `unpack --tokenizers_dir src/soundstorm_hf/default` copies them from there.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def tokenizer_folders(info: TokenDatasetInfo, directory: Path) -> list[str]:
     return [name for name in names if (directory / name).is_dir()]
 
 
-def pack(tokens_dir: Path, packed_dir: Path, hours_per_file: float) -> None:
+def pack(tokens_dir: Path, packed_dir: Path, hours_per_file: float, with_tokenizers: bool = True) -> None:
     info = TokenDatasetInfo.load(tokens_dir)
     dataset = datasets.load_from_disk(str(tokens_dir)).with_format("numpy")
     metadata_columns = [name for name in dataset.column_names if name not in NUMERIC_COLUMNS]
@@ -62,18 +64,23 @@ def pack(tokens_dir: Path, packed_dir: Path, hours_per_file: float) -> None:
             flush()
     if batch:
         flush()
-    for name in tokenizer_folders(info, tokens_dir):
+    for name in tokenizer_folders(info, tokens_dir) if with_tokenizers else []:
         shutil.rmtree(packed_dir / name, ignore_errors=True)
         shutil.copytree(tokens_dir / name, packed_dir / name)
     info.save(packed_dir)
     print(f"{len(dataset)} rows ({info.hours} h) -> {files} files, {total_bytes / 2**20:.1f} MiB in {packed_dir}")
 
 
-def unpack(packed_dir: Path, tokens_dir: Path) -> None:
+def unpack(packed_dir: Path, tokens_dir: Path, tokenizers_dir: Path | None = None) -> None:
     info = TokenDatasetInfo.load(packed_dir)
     paths = sorted(packed_dir.glob("tokens-*.npz"))
     if not paths:
         raise SystemExit(f"{packed_dir} holds no tokens-*.npz files")
+    sources = [packed_dir] + ([tokenizers_dir] if tokenizers_dir else [])
+    names = (info.codec_name_or_path, info.semantic_tokenizer_name_or_path)
+    tokenizers = {name: next((source / name for source in sources if (source / name).is_dir()), None) for name in names}
+    for name in (name for name, folder in tokenizers.items() if folder is None):
+        print(f"tokenizer {name!r} is in none of {[str(source) for source in sources]}: kept as recorded (a Hub id?)")
     columns: dict[str, list] = {name: [] for name in NUMERIC_COLUMNS}
     for path in tqdm(paths, desc="unpacking", unit="file"):
         packed = unpack_tokens(path)
@@ -87,9 +94,10 @@ def unpack(packed_dir: Path, tokens_dir: Path) -> None:
     features = token_features(info.num_levels, info.codebook_size, info.semantic_vocab_size, metadata)
     dataset = datasets.Dataset.from_dict(columns, features=features)
     dataset.save_to_disk(str(tokens_dir))
-    for name in tokenizer_folders(info, packed_dir):
-        shutil.rmtree(tokens_dir / name, ignore_errors=True)
-        shutil.copytree(packed_dir / name, tokens_dir / name)
+    for name, folder in tokenizers.items():
+        if folder is not None:
+            shutil.rmtree(tokens_dir / name, ignore_errors=True)
+            shutil.copytree(folder, tokens_dir / name)
     dataclasses.replace(info, num_rows=len(dataset)).save(tokens_dir)  # written last: the dataset is complete
     print(f"{len(paths)} files -> {len(dataset)} rows in {tokens_dir}")
 
@@ -101,16 +109,20 @@ def main(argv: list[str] | None = None) -> None:
     pack_parser.add_argument("tokens_dir", type=Path)
     pack_parser.add_argument("packed_dir", type=Path)
     pack_parser.add_argument("--hours_per_file", type=float, default=4.0)
+    pack_parser.add_argument("--without_tokenizers", action="store_true",
+                             help="leave the tokenizer folders out (they travel otherwise, e.g. in the repository)")
     unpack_parser = commands.add_parser("unpack", help="folder of packed files -> token dataset folder")
     unpack_parser.add_argument("packed_dir", type=Path)
     unpack_parser.add_argument("tokens_dir", type=Path)
+    unpack_parser.add_argument("--tokenizers_dir", type=Path, default=None,
+                               help="where tokenizer folders missing beside the packed files are, by the same names")
     args = parser.parse_args(argv)
     if args.command == "pack":
         if args.hours_per_file <= 0:
             parser.error("--hours_per_file must be positive")
-        pack(args.tokens_dir, args.packed_dir, args.hours_per_file)
+        pack(args.tokens_dir, args.packed_dir, args.hours_per_file, not args.without_tokenizers)
     else:
-        unpack(args.packed_dir, args.tokens_dir)
+        unpack(args.packed_dir, args.tokens_dir, args.tokenizers_dir)
 
 
 if __name__ == "__main__":
