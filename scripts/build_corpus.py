@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import gzip
 import hashlib
 import importlib.metadata
@@ -225,17 +226,20 @@ def asterisk_transcripts(language: str) -> dict[str, str]:
     return transcripts
 
 
-def decode_g722(source: Path) -> Callable[[Path], None]:
-    def render(path: Path) -> None:
-        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-            subprocess.run(
-                ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722", "-i", str(source), "-ar", "16000",
-                 "-ac", "1", tmp.name],
-                check=True,
-            )
-            write_wav(path, *read_any(Path(tmp.name)))
+@functools.lru_cache(maxsize=16)
+def decoded_g722(source: Path) -> tuple[np.ndarray, int]:
+    """A G.722 prompt decoded by ffmpeg; cached, as its perturbations are rendered one after another."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722", "-i", str(source), "-ar", "16000",
+             "-ac", "1", tmp.name],
+            check=True,
+        )
+        return read_any(Path(tmp.name))
 
-    return render
+
+def decode_g722(source: Path) -> Callable[[Path], None]:
+    return lambda path: write_wav(path, *decoded_g722(source))
 
 
 def copy_audio(source: Path) -> Callable[[Path], None]:
