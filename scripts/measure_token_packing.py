@@ -1,6 +1,6 @@
 """Measure how many hours of training tokens fit in one GPU call, packed with `soundstorm_hf.token_packing`.
 
-    python scripts/measure_token_packing.py --corpus /work/data/corpus --output benchmarks/results/corpus/token_packing.json
+    python scripts/measure_token_packing.py --corpus CORPUS --output benchmarks/results/corpus/token_packing.json
 
 Tokenizes a random sample of the corpus (`--minutes`, all speakers mixed) with the bundled codec and semantic
 tokenizer (`--model` for others), packs it, and reports bits per acoustic code for int16 (the token dataset's arrow
@@ -148,13 +148,14 @@ def main() -> None:
         "hours_per_call_beside_the_repository": round((CALL_BYTES - repository) / bytes_per_hour, 1),
         "sources_to_synthesize_there": source_bytes(),
     }
-    report["sources_to_synthesize_there"]["total_mib"] = round(report["sources_to_synthesize_there"]["total_bytes"] / 2**20, 1)
+    sources = report["sources_to_synthesize_there"]
+    sources["total_mib"] = round(sources["total_bytes"] / 2**20, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     partial = args.output.with_name(args.output.name + ".part")
     partial.write_text(json.dumps(report, indent=2) + "\n")
     partial.replace(args.output)
     print(json.dumps({key: value for key, value in report.items() if key != "sources_to_synthesize_there"}, indent=2))
-    print("sources to synthesize there:", report["sources_to_synthesize_there"]["total_mib"], "MiB")
+    print("sources to synthesize there:", sources["total_mib"], "MiB")
 
 
 if __name__ == "__main__":

@@ -133,5 +133,6 @@ def test_perturbed_prompts_keep_their_language_source(monkeypatch):
     monkeypatch.setattr(build_corpus, "asterisk_utterances", lambda language: iter([prompt]))
     perturbed = list(build_corpus.perturbed_utterances(["fr"]))
     assert {utterance.source for utterance in perturbed} == {"asterisk-fr"}
-    assert [utterance.speaker for utterance in perturbed] == [f"asterisk-fr-{name}" for name in build_corpus.PERTURBATIONS]
-    assert [utterance.uid for utterance in perturbed] == [f"asterisk-fr-{name}-hello" for name in build_corpus.PERTURBATIONS]
+    names = list(build_corpus.PERTURBATIONS)
+    assert [utterance.speaker for utterance in perturbed] == [f"asterisk-fr-{name}" for name in names]
+    assert [utterance.uid for utterance in perturbed] == [f"asterisk-fr-{name}-hello" for name in names]
