@@ -1,6 +1,7 @@
 """Packed token files (`soundstorm_hf.token_packing`): exact round trips, compact output, clear refusals."""
 
 import json
+import lzma
 import zipfile
 
 import numpy as np
@@ -134,6 +135,16 @@ def test_damaged_files_fail_with_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="inconsistent"):
         unpack_tokens(path)
 
+    pack_tokens(path, acoustic, semantic)
+    rewrite(path, metadata=np.frombuffer(lzma.compress(b"[1, 2"), dtype=np.uint8))
+    with pytest.raises(ValueError, match="metadata is not JSON"):
+        unpack_tokens(path)
+
+    pack_tokens(path, acoustic, semantic)
+    rewrite(path, acoustic_lengths=np.array([1.5, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="inconsistent"):
+        unpack_tokens(path)
+
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(ValueError, match="not a packed token file"):
         unpack_tokens(tmp_path / "text.npz")
@@ -185,3 +196,12 @@ def test_token_dataset_round_trip_through_packed_files(tmp_path):
     script.main(["unpack", str(tmp_path / "lean"), str(tmp_path / "again"), "--tokenizers_dir", str(tokens)])
     assert datasets.load_from_disk(str(tmp_path / "again")).to_list() == original.to_list()
     assert (tmp_path / "again" / "codec" / "soundstorm_codec.json").read_text() == "{}"
+
+
+def test_metadata_is_compressed(tmp_path):
+    count = 2000
+    acoustic = [np.zeros((8, 1), dtype=np.int64)] * count
+    text = [f"Sentence number {index} was read by the speaker in a quiet room." for index in range(count)]
+    size = pack_tokens(tmp_path / "t.npz", acoustic, [np.zeros(0, dtype=np.int64)] * count, metadata={"text": text})
+    assert size < len(json.dumps(text)) / 3
+    assert unpack_tokens(tmp_path / "t.npz").metadata == {"text": text}

@@ -4,7 +4,7 @@
     python training/pack_token_dataset.py unpack packed_train tokens_train     # on the GPU machine
 
 A GPU call carries at most 64 MiB, this repository included; the arrow columns of a token dataset take 16 bits per
-code, the packed files (`soundstorm_hf.token_packing`) about 9.5. `pack` writes `tokens-00000.npz`, ... of at most
+code, the packed files (`soundstorm_hf.token_packing`) about 9.4. `pack` writes `tokens-00000.npz`, ... of at most
 `--hours_per_file` hours each (so a call can take as many as fit) and copies the tokenizer folders recorded in
 `soundstorm_tokens.json` beside them; `unpack` reads every `tokens-*.npz` of a folder back into a token dataset that
 `train.py` loads as it is, rows in the same order, with the same `soundstorm_tokens.json`. Tokenizers that already

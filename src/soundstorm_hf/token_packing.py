@@ -3,7 +3,7 @@
 One file holds many utterances: their acoustic codes `(levels, frames)` and semantic ids `(frames_sem,)`, each kind
 concatenated along time, as little-endian uint16 compressed with xz (LZMA), plus the lengths needed to cut them
 apart again and optional per-utterance metadata (text, speaker) and a free-form `info` dict (e.g. the token dataset's
-`TokenDatasetInfo`). On the corpus's 8 x 1024 k-means codes of mixed real and synthetic speech xz takes 9.5 bits
+`TokenDatasetInfo`). On the corpus's 8 x 1024 k-means codes of mixed real and synthetic speech xz takes 9.4 bits
 per code (8.7 where synthetic speech dominates) and 4.4 per 64-way semantic id, against 10 and 6 for plain bit
 packing and 16 for the token dataset's int16 columns; it needs only Python's standard library and adapts to any
 codebook size. Measured by `scripts/measure_token_packing.py`.
@@ -26,6 +26,7 @@ import numpy as np
 FORMAT = "soundstorm-packed-tokens"
 VERSION = 1
 MAX_ID = np.iinfo(np.uint16).max
+MAX_METADATA_BYTES = 256 * 2**20  # far above any real file's (about 100 bytes an utterance)
 
 
 @dataclasses.dataclass
@@ -38,19 +39,24 @@ class PackedTokens:
     info: dict = dataclasses.field(default_factory=dict)
 
 
-def _compress(ids: np.ndarray) -> np.ndarray:
-    return np.frombuffer(lzma.compress(ids.astype("<u2").tobytes()), dtype=np.uint8)
+def _compress(data: bytes) -> np.ndarray:
+    return np.frombuffer(lzma.compress(data), dtype=np.uint8)
 
 
-def _decompress(blob: np.ndarray, num_ids: int, name: str) -> np.ndarray:
-    """Decompress exactly `num_ids` uint16 ids; a stream that holds more or fewer is refused without expanding it."""
+def _decompress(blob: np.ndarray, max_bytes: int, name: str) -> bytes | None:
+    """The stream's bytes, or None where it holds more than `max_bytes` (never expanded past one byte more)."""
     decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    expected = 2 * num_ids
     try:
-        data = decompressor.decompress(blob.tobytes(), max_length=expected + 1)  # one more byte: "too many" shows
+        data = decompressor.decompress(blob.tobytes(), max_length=max_bytes + 1)
     except lzma.LZMAError as error:
         raise ValueError(f"Packed tokens: the {name} stream is corrupt ({error}).") from error
-    if len(data) != expected or not decompressor.eof:
+    return data if len(data) <= max_bytes and decompressor.eof else None
+
+
+def _decompress_ids(blob: np.ndarray, num_ids: int, name: str) -> np.ndarray:
+    """Exactly `num_ids` uint16 ids, as int64."""
+    data = _decompress(blob, 2 * num_ids, name)
+    if data is None or len(data) != 2 * num_ids:
         raise ValueError(f"Packed tokens: the {name} stream does not hold the {num_ids} ids its header declares.")
     return np.frombuffer(data, dtype="<u2").astype(np.int64)
 
@@ -91,10 +97,9 @@ def pack_tokens(
         if len(values) != len(acoustic):
             raise ValueError(f"Metadata column {name!r} has {len(values)} values for {len(acoustic)} utterances.")
     num_levels = levels.pop() if levels else 0
-    acoustic_lengths = np.array([array.shape[1] for array in acoustic], dtype=np.int64)
-    semantic_lengths = np.array([array.shape[0] for array in semantic], dtype=np.int64)
-    header = {"format": FORMAT, "version": VERSION, "num_levels": num_levels, "metadata": metadata,
-              "info": info or {}}
+    acoustic_lengths = np.array([array.shape[1] for array in acoustic], dtype=np.uint32)
+    semantic_lengths = np.array([array.shape[0] for array in semantic], dtype=np.uint32)
+    header = {"format": FORMAT, "version": VERSION, "num_levels": num_levels, "info": info or {}}
     all_acoustic = np.concatenate(acoustic, axis=1) if acoustic else np.zeros((0, 0), dtype=np.int64)  # (levels, sum)
     all_semantic = np.concatenate(semantic) if semantic else np.zeros(0, dtype=np.int64)
 
@@ -105,10 +110,11 @@ def pack_tokens(
             np.savez(
                 handle,
                 header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+                metadata=_compress(json.dumps(metadata).encode()),  # text compresses 3-4x
                 acoustic_lengths=acoustic_lengths,
                 semantic_lengths=semantic_lengths,
-                acoustic=_compress(all_acoustic),  # level-major: each level's codes run on in time
-                semantic=_compress(all_semantic),
+                acoustic=_compress(all_acoustic.astype("<u2").tobytes()),  # level-major: each level's codes in time
+                semantic=_compress(all_semantic.astype("<u2").tobytes()),
             )
         partial.replace(path)
     finally:
@@ -122,7 +128,7 @@ def unpack_tokens(path: str | Path) -> PackedTokens:
         with np.load(path, allow_pickle=False) as arrays:
             header = json.loads(arrays["header"].tobytes().decode())
             acoustic_lengths, semantic_lengths = arrays["acoustic_lengths"], arrays["semantic_lengths"]
-            acoustic_blob, semantic_blob = arrays["acoustic"], arrays["semantic"]
+            acoustic_blob, semantic_blob, metadata_blob = arrays["acoustic"], arrays["semantic"], arrays["metadata"]
     except (OSError, KeyError, ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a packed token file ({error}).") from error
     if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
@@ -139,12 +145,19 @@ def unpack_tokens(path: str | Path) -> PackedTokens:
     )
     if not lengths_ok:
         raise ValueError(f"{path}: the utterance lengths in its header are inconsistent.")
-    acoustic = _decompress(acoustic_blob, num_levels * int(acoustic_lengths.sum()), "acoustic")
-    semantic = _decompress(semantic_blob, int(semantic_lengths.sum()), "semantic")
+    acoustic_lengths, semantic_lengths = acoustic_lengths.astype(np.int64), semantic_lengths.astype(np.int64)
+    acoustic = _decompress_ids(acoustic_blob, num_levels * int(acoustic_lengths.sum()), "acoustic")
+    semantic = _decompress_ids(semantic_blob, int(semantic_lengths.sum()), "semantic")
     acoustic = acoustic.reshape(num_levels, int(acoustic_lengths.sum()))  # (levels, sum of frames)
     cut_acoustic, cut_semantic = np.cumsum(acoustic_lengths)[:-1], np.cumsum(semantic_lengths)[:-1]
-    metadata = header.get("metadata", {})
-    if any(len(values) != len(acoustic_lengths) for values in metadata.values()):
+    metadata_bytes = _decompress(metadata_blob, MAX_METADATA_BYTES, "metadata")
+    if metadata_bytes is None:
+        raise ValueError(f"{path}: its metadata is larger than {MAX_METADATA_BYTES} bytes.")
+    try:
+        metadata = json.loads(metadata_bytes.decode())
+    except ValueError as error:  # UnicodeDecodeError is one too
+        raise ValueError(f"{path}: its metadata is not JSON ({error}).") from error
+    if not isinstance(metadata, dict) or any(len(values) != len(acoustic_lengths) for values in metadata.values()):
         raise ValueError(f"{path}: a metadata column does not have one value per utterance.")
     count = len(acoustic_lengths)
     return PackedTokens(
