@@ -201,8 +201,20 @@ def checked_number(value, label: str, maximum: float | None = None, whole: bool 
 
 
 def example_files() -> dict[str, str]:
-    """The bundled clips by name (`content_*.wav` say something; `voice_*.wav` are voice prompts)."""
-    return {path.stem: str(path) for path in sorted(EXAMPLES.glob("*.wav"))}
+    """The bundled clips by name, real recordings (`real_*`) before espeak-ng ones; `[real_]content_*.wav` say
+    something, `[real_]voice_*.wav` are voice prompts (`examples/README.md` lists their sources)."""
+    paths = sorted(EXAMPLES.glob("*.wav"), key=lambda path: (not path.stem.startswith("real_"), path.stem))
+    return {path.stem: str(path) for path in paths}
+
+
+def bundled(kind: str) -> list[str]:
+    """The bundled clips of one kind, `"content"` or `"voice"`, real recordings first."""
+    return [path for name, path in example_files().items() if name.removeprefix("real_").startswith(f"{kind}_")]
+
+
+def conversion_examples() -> list[list[str]]:
+    """The demo's (content, voice prompt) pairs, led by the README's: a LibriVox reader in an Italian voice."""
+    return [[content, voice] for content in bundled("content") for voice in bundled("voice")]
 
 
 def controls(default_iterations: int, guidance: bool):
@@ -257,9 +269,7 @@ def build_demo(pipe, limits: Limits = Limits(), t2s=None) -> gr.Blocks:
     steps = pipe.model.generation_config.steps_per_level
     default_iterations = steps[0] if steps else 16
     guidance = pipe.model.config.trained_for_guidance
-    examples = example_files()
-    contents = [path for name, path in examples.items() if name.startswith("content")]
-    voices = [path for name, path in examples.items() if name.startswith("voice")]
+    voices = bundled("voice")
     limit_text = (
         f"Inputs up to {limits.max_seconds:.0f} s and {limits.max_file_mb:.0f} MB; text up to "
         f"{limits.max_characters} characters. Requests run {limits.concurrency} at a time; a request that waits "
@@ -276,9 +286,7 @@ def build_demo(pipe, limits: Limits = Limits(), t2s=None) -> gr.Blocks:
                 content = audio_input("Content (what is said)", "content-audio")
                 prompt = audio_input("Voice prompt (who says it, a few seconds)", "convert-prompt")
             settings = controls(default_iterations, guidance)
-            gr.Examples(
-                [[c, v] for c in contents for v in voices], inputs=[content, prompt], label="Bundled examples"
-            )
+            gr.Examples(conversion_examples(), inputs=[content, prompt], label="Bundled examples")
             button = gr.Button("Convert", variant="primary", elem_id="convert-button")
             results = outputs()
             button.click(convert, [content, prompt, *settings], results, api_name="convert")
