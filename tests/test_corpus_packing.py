@@ -1,8 +1,11 @@
 """Packed token files (`soundstorm_hf.token_packing`): exact round trips, compact output, clear refusals."""
 
+import importlib.util
 import json
 import lzma
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,9 +162,11 @@ def test_token_dataset_round_trip_through_packed_files(tmp_path):
     import datasets
 
     from soundstorm_hf.data import TokenDatasetInfo, token_features
-    from test_training import load_script
 
-    script = load_script("pack_token_dataset")
+    path = Path(__file__).resolve().parents[1] / "training" / "pack_token_dataset.py"
+    spec = importlib.util.spec_from_file_location("pack_token_dataset", path)
+    script = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up
+    spec.loader.exec_module(script)
     acoustic, semantic = utterances(count=7)
     rows = {
         "semantic_ids": [ids.tolist() for ids in semantic],
