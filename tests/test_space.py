@@ -21,6 +21,7 @@ import soundstorm_hf.app  # noqa: E402
 import soundstorm_hf.space  # noqa: E402
 from soundstorm_hf.app import Limits, example_files, launch_demo  # noqa: E402
 from soundstorm_hf.audio import synthesize_speech  # noqa: E402
+from soundstorm_hf.pipeline import SoundStormPipeline  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -209,8 +210,11 @@ def test_examples_are_bundled():
     assert any(n.startswith("content") for n in names) and sum(n.startswith("voice") for n in names) >= 2
 
 
-def test_browser_runs_a_conversion(server, tmp_path):
-    """Chromium picks a bundled example, converts it, and finds the result's audio element playable."""
+def test_browser_runs_a_conversion(request, tmp_path):
+    """Chromium picks a bundled example, converts it, and finds the result's audio element playable.
+
+    With SOUNDSTORM_SCREENSHOT set, the app is the one users get (the bundled default model, default limits) and the
+    example is the README's real-speech pair, so that the screenshot shows what a visitor sees."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver_path is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed")
@@ -225,10 +229,19 @@ def test_browser_runs_a_conversion(server, tmp_path):
         for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
             options.add_argument(flag)
         browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+        users_app = None
+        if os.environ.get(SCREENSHOT_ENV):
+            users_app = launch_demo(
+                SoundStormPipeline.from_pretrained("default"), server_name="127.0.0.1", server_port=free_port(),
+                prevent_thread_lock=True, quiet=True,
+            )  # fmt: skip
+            url, content, voice = users_app.local_url, "real_content_librivox", "real_voice_asterisk_it"
+        else:
+            url, content, voice = request.getfixturevalue("server"), "content_fox", "voice_female"
         try:
-            wait = WebDriverWait(browser, 60)
-            browser.get(server)
-            example = "//tr[td[contains(., 'content_fox.wav')] and td[contains(., 'voice_female.wav')]]"
+            wait = WebDriverWait(browser, 120)
+            browser.get(url)
+            example = f"//tr[td[contains(., '{content}.wav')] and td[contains(., '{voice}.wav')]]"
             wait.until(expected_conditions.element_to_be_clickable((By.XPATH, example))).click()
             wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#convert-prompt a[download]"))  # example loaded
             browser.find_element(By.ID, "convert-button").click()
@@ -237,7 +250,7 @@ def test_browser_runs_a_conversion(server, tmp_path):
                 "return a !== null && a.readyState >= 1 && a.duration > 0 ? a.duration : null;"
             )
             seconds = wait.until(lambda b: b.execute_script(playable))
-            assert seconds == pytest.approx(duration(example_files()["content_fox"]), abs=0.05)
+            assert seconds == pytest.approx(duration(example_files()[content]), abs=0.05)
             wait.until(lambda b: "real-time factor" in b.find_element(By.ID, "timing").text)
             screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "space.png")
             screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -245,6 +258,8 @@ def test_browser_runs_a_conversion(server, tmp_path):
             assert screenshot.stat().st_size > 10_000
         finally:
             browser.quit()
+            if users_app is not None:
+                users_app.close()
 
 
 def test_space_entry_point_serves_the_model_its_variable_names_under_zerogpu(tiny_pipeline_folder, monkeypatch, tmp_path):
