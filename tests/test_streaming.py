@@ -12,6 +12,7 @@ import pytest
 import soundfile
 import torch
 from test_pipeline import pipe, speech, tokenizers  # noqa: F401 (fixtures)
+from test_text import tiny_pipeline_folder  # noqa: F401 (fixture)
 
 from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
 from soundstorm_hf.output_decoding import OUTPUT_CEILING, LIMITER_KNEE, OutputDecoder
@@ -185,3 +186,34 @@ def test_cli_streams_a_wav_to_stdout_while_it_generates(tmp_path):
     assert data[:44] == wav_stream_header(16000)
     samples = np.frombuffer(data[44:], dtype="<i2")
     assert abs(len(samples) - 3 * len(speech)) <= 320 and np.abs(samples).max() > 1000
+
+
+def test_text_to_speech_streams_and_the_cli_writes_it_as_it_comes(pipe, speech, tiny_pipeline_folder, tmp_path, capsysbinary):  # noqa: F811
+    """`TextToSpeech.stream` hands out blocks as `pipe.stream` does, for text; the CLI's `tts` writes them to a file
+    or, with `-`, as a WAV stream on standard output."""
+    from soundstorm_hf import cli
+    from soundstorm_hf.text import TextToSpeech
+
+    prompt = speech["jumps over the lazy dog"]
+    speaker = TextToSpeech(pipe, engine="espeak-ng")
+    with warnings.catch_warnings(), GenerateRecorder(pipe.model) as recorder:
+        warnings.simplefilter("ignore")  # the random model's output goes over -1 dBFS
+        stream = speaker.stream("the quick brown fox", prompt, seed=0, first_window_seconds=0.4)
+        assert recorder.calls == [], "nothing is generated before the stream is read"
+        first = next(stream)
+        windows_before_the_first_block = len(recorder.calls)
+        streamed = np.concatenate([first, *stream])
+        assert 0 < windows_before_the_first_block < len(recorder.calls), "audio comes before the last window is made"
+        whole = speaker.tts("the quick brown fox", prompt, seed=0)["audio"]
+    assert abs(len(streamed) - len(whole)) <= 1, "the same text, the same length, streamed or not"
+
+    voice = tmp_path / "voice.wav"
+    soundfile.write(voice, *prompt)
+    argv = ["tts", "the quick brown fox", "--voice-prompt", str(voice), "--model", str(tiny_pipeline_folder), "--seed", "0"]
+    cli.main(argv[:2] + [str(tmp_path / "out.wav")] + argv[2:])
+    written = soundfile.read(tmp_path / "out.wav")[0]
+    capsysbinary.readouterr()
+    cli.main(argv[:2] + ["-"] + argv[2:])
+    piped = capsysbinary.readouterr().out
+    assert piped[:4] == b"RIFF" and piped[40:44] == b"\xff\xff\xff\xff", "a WAV stream of unknown length"
+    assert (len(piped) - 44) // 2 == len(written)

@@ -163,7 +163,7 @@ class Demo:
             raise gr.Error("No text: type something to say.")
         prompt = self.read(prompt, "voice prompt")
         settings = self.settings(iterations, temperature, guidance_scale, seed)
-        yield from self.run(lambda **kw: self.text.tts(text, prompt, **kw), [("voice prompt", *prompt)], settings)
+        yield from self.run(lambda **kw: self.text.stream(text, prompt, **kw), [("voice prompt", *prompt)], settings)
 
     def dialogue(self, transcript, prompt_a, prompt_b, pause, iterations, temperature, guidance_scale, seed):
         if not transcript or not transcript.strip():

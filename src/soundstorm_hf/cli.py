@@ -172,11 +172,17 @@ def text_speaker(args, settings: dict):
 
 def run_tts(args) -> None:
     usable_audio(args.voice_prompt, "--voice-prompt")
-    writable_output(args.output, {"--voice-prompt": args.voice_prompt})
+    if args.output != "-":
+        writable_output(args.output, {"--voice-prompt": args.voice_prompt})
     settings = generation_settings(args, [args.voice_prompt] if args.voice_prompt else [])
     speaker = text_speaker(args, settings)
     started = time.perf_counter()
-    write(speaker.tts(args.text, args.voice_prompt, **settings), args.output, started)
+    stream = speaker.stream(args.text, args.voice_prompt, **settings)
+    if args.output == "-":
+        stream_to_stdout(stream, started)
+        return
+    num_samples = stream.save(args.output)  # written as it is generated
+    report(args.output, num_samples / stream.sampling_rate, stream.sampling_rate, started)
 
 
 def run_dialogue(args) -> None:
@@ -337,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tts = command("tts", "Speak TEXT (rendered offline, then re-voiced) in the voice of --voice-prompt.", [generation, text])
     tts.add_argument("text", help="What to say.")
-    tts.add_argument("output", help="Audio file to write at the codec's rate.")
+    tts.add_argument("output", help="Audio file to write at the codec's rate (.wav, .flac, ...), or - for a WAV stream on stdout.")
     tts.add_argument("--voice-prompt", default=None, help="A few seconds of the target voice. Default: unprompted.")
     tts.set_defaults(run=run_tts)
 

@@ -10,11 +10,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 
 from .adapters import ADAPTER_INFO_NAME, weights_fingerprint
-from .audio import AudioSource, atomic_output
+from .audio import AudioSource
 from .content_tokenizing import encode_prompt, tokenize_content, whole_frames
 from .modeling_soundstorm import SoundStormForConditionalGeneration
 from .output_decoding import OutputDecoder
@@ -372,7 +371,7 @@ class SoundStormPipeline:
         """Like calling the pipeline, but writes the output to `path` chunk by chunk as it is generated (format from
         the extension, `subtype` as `soundfile` names it, e.g. "PCM_16", its default for wav), so not even the output
         is held whole. The samples are those the call returns. The file is written under a temporary name and renamed
-        to `path` when complete (`atomic_output`): an interrupted call leaves what was there.
+        to `path` when complete (`AudioStream.save`): an interrupted call leaves what was there.
 
         Returns `{"path": str, "sampling_rate": int, "num_samples": int}`.
         """
@@ -381,12 +380,7 @@ class SoundStormPipeline:
             semantic_ids, num_samples, content_level, voice_prompt, prompt_sampling_rate, match_loudness, None, False,
             generate_kwargs, eager=False, stacklevel=5,
         )
-        written = 0
-        with atomic_output(path) as partial:
-            with soundfile.SoundFile(str(partial), "w", self.sampling_rate, 1, subtype) as file:
-                for block in stream:
-                    file.write(block)
-                    written += block.shape[0]
+        written = stream.save(path, subtype)
         return {"path": str(path), "sampling_rate": self.sampling_rate, "num_samples": written}
 
     def _content_ids(self, audio, sampling_rate) -> tuple[torch.Tensor, int, float | None]:

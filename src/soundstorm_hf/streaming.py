@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import soundfile
 import torch
+
+from .audio import atomic_output
 
 # RIFF and data sizes of a WAV whose length is unknown when its header is written (as sox and aplay write and read it).
 UNKNOWN_SIZE = 0xFFFFFFFF
@@ -29,6 +33,18 @@ class AudioStream:
 
     def close(self) -> None:
         self.blocks.close()
+
+    def save(self, path: str | Path, subtype: str | None = None) -> int:
+        """Writes the blocks to `path` as they come (format from the extension, `subtype` as `soundfile` names it),
+        under a temporary name renamed to `path` when complete (`atomic_output`): an interrupted call leaves what
+        was there. Returns the samples written."""
+        written = 0
+        with atomic_output(path) as partial:
+            with soundfile.SoundFile(str(partial), "w", self.sampling_rate, 1, subtype) as file:
+                for block in self:
+                    file.write(block)
+                    written += block.shape[0]
+        return written
 
     @property
     def trace(self) -> torch.Tensor | None:

@@ -23,6 +23,7 @@ import soundfile
 
 from ..audio import LEVEL_FRAME_SECONDS, AudioSource, frame_powers, speech_power, stream_waveform, synthesize_speech
 from ..pipeline import BUNDLED_DEFAULT_MODEL, DEFAULT_MODEL_NAME, SoundStormPipeline
+from ..streaming import AudioStream
 from ..tokenizers.base import local_folder, local_path_or_hub_id
 from .t2s import TextToSemantic
 
@@ -169,6 +170,15 @@ class TextToSpeech:
         self._check_length(text)
         [content] = self._content([text], generate_kwargs.get("seed"))
         return self._speak(content, voice_prompt, generate_kwargs)
+
+    def stream(self, text: str, voice_prompt=None, **generate_kwargs) -> AudioStream:
+        """`tts` as an `AudioStream`: output blocks as they are decoded (`SoundStormPipeline.stream`), the first
+        after a short first window."""
+        self._check_length(text)
+        [content] = self._content([text], generate_kwargs.get("seed"))
+        if self.t2s is None:
+            return self.pipe.stream(content, voice_prompt=voice_prompt, **generate_kwargs)
+        return self.pipe.stream_from_semantic_ids(content, voice_prompt=voice_prompt, **generate_kwargs)
 
     def dialogue(
         self,
