@@ -29,6 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from common import RESULTS_DIR, machine_info, median, parse_dtype, set_threads, timed, write_json  # noqa: E402
 from models import build_soundstorm, soundstorm_config  # noqa: E402
 
+from soundstorm_hf import PRESETS  # noqa: E402
+
 MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm")
 
 
@@ -76,7 +78,7 @@ def profile_pass(model, num_frames: int, repeats: int) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small", choices=["tiny", "small", "paper"])
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--durations", type=float, nargs="+", default=[5, 30])
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=None)

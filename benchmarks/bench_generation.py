@@ -33,10 +33,12 @@ import torch  # noqa: E402
 from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, pin_malloc_and_reexec, set_threads, timed, write_json  # noqa: E402
 from models import AutoregressiveBaseline, ForwardCounter, build_soundstorm, soundstorm_config  # noqa: E402
 
+from soundstorm_hf import PRESETS  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small", choices=["tiny", "small", "paper"])
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--durations", type=float, nargs="+", default=[5, 10, 30, 60], help="seconds of audio")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--skip", nargs="*", default=[], help="cells to leave out, as DURATION:BATCH (e.g. 60:8)")

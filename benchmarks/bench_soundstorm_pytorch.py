@@ -38,6 +38,8 @@ import torch  # noqa: E402
 from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, set_threads, timed, write_json  # noqa: E402
 from models import ForwardCounter, build_soundstorm, soundstorm_config  # noqa: E402
 
+from soundstorm_hf import PRESETS  # noqa: E402
+
 
 def build_soundstorm_pytorch(config, steps: int):
     from soundstorm_pytorch import ConformerWrapper, SoundStorm
@@ -63,7 +65,7 @@ def build_soundstorm_pytorch(config, steps: int):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small", choices=["tiny", "small", "paper"])
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--durations", type=float, nargs="+", default=[5, 10, 30])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=3)

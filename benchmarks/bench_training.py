@@ -32,7 +32,7 @@ import torch.utils.flop_counter  # noqa: E402
 from common import RESULTS_DIR, machine_info, median, parse_dtype, peak_memory, pin_malloc_and_reexec, set_threads, timed, write_json  # noqa: E402
 from models import AutoregressiveBaseline, soundstorm_config  # noqa: E402
 
-from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration  # noqa: E402
+from soundstorm_hf import PRESETS, SoundStormConfig, SoundStormForConditionalGeneration  # noqa: E402
 from soundstorm_hf.collator import SoundStormDataCollator  # noqa: E402
 from soundstorm_hf.pipeline import BUNDLED_DEFAULT_MODEL  # noqa: E402
 
@@ -51,7 +51,7 @@ PEAK_BF16_FLOPS = {"H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H200": 989e12
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small", choices=["tiny", "small", "paper", "default"],
+    parser.add_argument("--preset", default="small", choices=[*sorted(PRESETS), "default"],
                         help="A config preset, or the bundled default model's config.")
     parser.add_argument("--cells", nargs="+", default=["5:8", "10:8", "30:2"], help="SECONDS:BATCH")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per cell")
