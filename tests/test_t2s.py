@@ -207,8 +207,10 @@ def test_python_and_the_cli_speak_through_the_model_folders_t2s(trained, tiny_pi
     shutil.copytree(tiny_pipeline_folder, folder)
     shutil.copytree(trained[0], folder / "t2s")
     spoken = []
-    original = SoundStormPipeline.from_semantic_ids
-    monkeypatch.setattr(SoundStormPipeline, "from_semantic_ids", lambda self, ids, **kwargs: spoken.append(ids.tolist()) or original(self, ids, **kwargs))
+    for name in ("from_semantic_ids", "stream_from_semantic_ids"):  # Python's tts, the CLI's (written as it comes)
+        original = getattr(SoundStormPipeline, name)
+        spy = lambda self, ids, original=original, **kwargs: spoken.append(ids.tolist()) or original(self, ids, **kwargs)  # noqa: E731
+        monkeypatch.setattr(SoundStormPipeline, name, spy)
     cli.main(["tts", SENTENCES[1], str(output), "--model", str(folder), "--seed", "0", "--iterations", "2"])
     python = TextToSpeech.from_pretrained(folder).tts(SENTENCES[1], seed=0, steps_per_level=[2, 1, 1])
     frames = len(TextToSemantic.from_pretrained(trained[0]).generate(SENTENCES[1], seed=0)[0])

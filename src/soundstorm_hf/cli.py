@@ -177,11 +177,12 @@ def run_tts(args) -> None:
     settings = generation_settings(args, [args.voice_prompt] if args.voice_prompt else [])
     speaker = text_speaker(args, settings)
     started = time.perf_counter()
-    stream = speaker.stream(args.text, args.voice_prompt, **settings)
-    if args.output == "-":
-        stream_to_stdout(stream, started)
+    if args.output == "-":  # a short first window, so that playback starts soon
+        stream_to_stdout(speaker.stream(args.text, args.voice_prompt, **settings), started)
         return
-    num_samples = stream.save(args.output)  # written as it is generated
+    # Written as it is generated, in the windows of the whole call: the samples `TextToSpeech.tts` returns.
+    stream = speaker.stream(args.text, args.voice_prompt, first_window_seconds=None, **settings)
+    num_samples = stream.save(args.output)
     report(args.output, num_samples / stream.sampling_rate, stream.sampling_rate, started)
 
 

@@ -26,12 +26,10 @@ def resolve_model(name: str | None) -> str:
 
     name = name or os.environ.get(MODEL_ENV) or pipeline.DEFAULT_MODEL_NAME
     if name == pipeline.DEFAULT_MODEL_NAME:
-        if not (pipeline.BUNDLED_DEFAULT_MODEL / "config.json").exists():
-            raise UserError(
-                f"the bundled default model is not built yet ({pipeline.BUNDLED_DEFAULT_MODEL} has no config.json): "
-                f"pass --model with a model folder or Hub id, or set {MODEL_ENV}"
-            )
-        return str(pipeline.BUNDLED_DEFAULT_MODEL)
+        try:
+            return str(pipeline.bundled_default_model())
+        except FileNotFoundError as error:
+            raise UserError(f"{error}: pass --model with a model folder or Hub id, or set {MODEL_ENV}") from None
     looks_like_folder = name.startswith((".", "/", "~")) or name.count("/") != 1 or os.sep != "/" and os.sep in name
     if looks_like_folder and not Path(name).expanduser().is_dir():
         raise UserError(f"--model: model folder not found: {name}")

@@ -29,6 +29,13 @@ BUNDLED_DEFAULT_MODEL = Path(__file__).parent / "default"
 FIRST_WINDOW_SECONDS = 2.0
 
 
+def bundled_default_model() -> Path:
+    """The folder of the model bundled in the package; a `FileNotFoundError` naming it where it was not built."""
+    if not (BUNDLED_DEFAULT_MODEL / "config.json").is_file():
+        raise FileNotFoundError(f"the bundled default model is not built yet ({BUNDLED_DEFAULT_MODEL} has no config.json)")
+    return BUNDLED_DEFAULT_MODEL
+
+
 def load_adapter(model: SoundStormForConditionalGeneration, adapter: str | Path, base_name: str | Path):
     """`model` with the LoRA adapter `adapter` (folder or Hub id) merged into its weights (no cost at inference).
 
@@ -146,9 +153,7 @@ class SoundStormPipeline:
         tokenizer subfolders its config names, and (offline) a Hub id that is not cached fail at once, naming it.
         """
         if str(name_or_path) == DEFAULT_MODEL_NAME and not Path(name_or_path).exists():
-            if not (BUNDLED_DEFAULT_MODEL / "config.json").is_file():
-                raise FileNotFoundError(f"model: the bundled default model is missing ({BUNDLED_DEFAULT_MODEL}).")
-            name_or_path = BUNDLED_DEFAULT_MODEL
+            name_or_path = bundled_default_model()
         if Path(name_or_path).resolve() == BUNDLED_DEFAULT_MODEL.resolve():  # also the CLI's path to it
             model_kwargs.setdefault("dtype", torch.float32)  # stored in fp16 to keep the package small
         local = local_path_or_hub_id(name_or_path, "model")
