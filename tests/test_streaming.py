@@ -12,7 +12,7 @@ import pytest
 import soundfile
 import torch
 from test_pipeline import pipe, speech, tokenizers  # noqa: F401 (fixtures)
-from test_text import tiny_pipeline_folder  # noqa: F401 (fixture)
+from test_text import tiny_pipeline, tiny_pipeline_folder  # noqa: F401 (fixture)
 
 from soundstorm_hf import SoundStormConfig, SoundStormForConditionalGeneration
 from soundstorm_hf.output_decoding import OUTPUT_CEILING, LIMITER_KNEE, OutputDecoder
@@ -217,3 +217,29 @@ def test_text_to_speech_streams_and_the_cli_writes_it_as_it_comes(pipe, speech, 
     piped = capsysbinary.readouterr().out
     assert piped[:4] == b"RIFF" and piped[40:44] == b"\xff\xff\xff\xff", "a WAV stream of unknown length"
     assert (len(piped) - 44) // 2 == len(written)
+
+
+def test_a_dialogue_streams_turn_by_turn():
+    """`stream_dialogue` hands out each turn (after its pause) once it is generated, and joins into `dialogue`'s
+    output; its timeline grows turn by turn."""
+    from soundstorm_hf.audio import synthesize_speech
+    from soundstorm_hf.text import TextToSpeech
+
+    pipe = tiny_pipeline()
+    speaker = TextToSpeech(pipe, engine="espeak-ng")
+    voice = synthesize_speech("please call me back tomorrow morning", "en+f3")
+    prompts = {"A": voice, "B": voice}
+    transcript = "[A] seven green apples [B] call me back [A] the lazy dog"
+    with warnings.catch_warnings(), GenerateRecorder(pipe.model) as recorder:
+        warnings.simplefilter("ignore")  # the random model's output goes over -1 dBFS
+        stream = speaker.stream_dialogue(transcript, prompts, seed=0)
+        assert recorder.calls == [] and stream.timeline == [], "nothing is generated before the stream is read"
+        first = next(stream)
+        assert len(stream.timeline) == 1 and len(first) == round(stream.timeline[0]["end"] * stream.sampling_rate)
+        windows_for_the_first_turn = len(recorder.calls)
+        streamed = np.concatenate([first, *stream])
+        assert windows_for_the_first_turn < len(recorder.calls)
+        whole = speaker.dialogue(transcript, prompts, seed=0)
+    assert [turn["speaker"] for turn in stream.timeline] == ["A", "B", "A"]
+    assert stream.timeline == whole["timeline"]
+    np.testing.assert_array_equal(streamed, whole["audio"])

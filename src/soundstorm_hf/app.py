@@ -176,19 +176,23 @@ class Demo:
             raise gr.Error(str(error)) from None
         prompts = {name: self.read(paths[name], f"voice prompt of [{name}]") if name in used else None for name in SPEAKERS}
         settings = self.settings(iterations, temperature, guidance_scale, seed)
-        outputs = {}
+        timeline = []  # filled turn by turn as the stream is played
 
         def generate(**kw):
-            outputs.update(self.text.dialogue(transcript, prompts, pause_seconds=pause, **kw))
-            return outputs
+            stream = self.text.stream_dialogue(transcript, prompts, pause_seconds=pause, **kw)
+            timeline.append(stream.timeline)
+            return stream
 
         shown = [(f"voice prompt [{name}]", *prompt) for name, prompt in prompts.items() if prompt is not None]
-        *blocks, (_, audio, figure, trace, timing) = self.run(generate, shown, settings)
-        yield from blocks
-        lines = "\n".join(
-            f"| {turn['speaker']} | {turn['start']:.2f} | {turn['end']:.2f} | {turn['text']} |" for turn in outputs["timeline"]
-        )
-        yield None, audio, figure, trace, timing + "\n\n| speaker | start (s) | end (s) | text |\n|---|---|---|---|\n" + lines
+        for outputs in self.run(generate, shown, settings):
+            if outputs[0] is not None:  # a turn for the live player
+                yield outputs
+                continue
+            _, audio, figure, trace, timing = outputs
+            lines = "\n".join(
+                f"| {turn['speaker']} | {turn['start']:.2f} | {turn['end']:.2f} | {turn['text']} |" for turn in timeline[0]
+            )
+            yield None, audio, figure, trace, timing + "\n\n| speaker | start (s) | end (s) | text |\n|---|---|---|---|\n" + lines
 
 
 def checked_number(value, label: str, maximum: float | None = None, whole: bool = False) -> float:

@@ -111,16 +111,6 @@ def report(path: str, seconds: float, sampling_rate: int, started: float) -> Non
     print(f"wrote {path}: {seconds:.2f} s at {sampling_rate} Hz, generated in {time.perf_counter() - started:.1f} s")
 
 
-def write(output: dict, path: str, started: float) -> None:
-    import soundfile
-
-    from .audio import atomic_output
-
-    with atomic_output(path) as partial:
-        soundfile.write(partial, output["audio"], output["sampling_rate"])
-    report(path, len(output["audio"]) / output["sampling_rate"], output["sampling_rate"], started)
-
-
 def run_convert(args) -> None:
     usable_audio(args.input, "INPUT")
     usable_audio(args.voice_prompt, "--voice-prompt")
@@ -201,14 +191,22 @@ def run_dialogue(args) -> None:
         prompts[name] = path
     transcript = Path(args.transcript).read_text()
     parse_dialogue(transcript, speakers=list(prompts))  # a bad transcript is refused before the model loads
-    writable_output(args.output, {"TRANSCRIPT": args.transcript, **{f"--speaker {name}": path for name, path in prompts.items()}})
+    if args.output != "-":
+        inputs = {"TRANSCRIPT": args.transcript, **{f"--speaker {name}": path for name, path in prompts.items()}}
+        writable_output(args.output, inputs)
     settings = generation_settings(args, list(prompts.values()))
     speaker = text_speaker(args, settings)
     started = time.perf_counter()
-    output = speaker.dialogue(transcript, prompts, pause_seconds=args.pause, **settings)
-    for turn in output["timeline"]:
-        print(f"[{turn['speaker']}] {turn['start']:7.2f} - {turn['end']:7.2f} s  {turn['text']}")
-    write(output, args.output, started)
+    stream = speaker.stream_dialogue(transcript, prompts, pause_seconds=args.pause, **settings)  # turn by turn
+    if args.output == "-":
+        stream_to_stdout(stream, started)
+    else:
+        num_samples = stream.save(args.output)
+    for turn in stream.timeline:  # on stderr when stdout carries the audio
+        line = f"[{turn['speaker']}] {turn['start']:7.2f} - {turn['end']:7.2f} s  {turn['text']}"
+        print(line, file=sys.stderr if args.output == "-" else sys.stdout)
+    if args.output != "-":
+        report(args.output, num_samples / stream.sampling_rate, stream.sampling_rate, started)
 
 
 def run_demo(args) -> None:

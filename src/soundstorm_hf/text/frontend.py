@@ -116,6 +116,15 @@ def parse_dialogue(transcript: str, speakers=None) -> list[Turn]:
     return turns
 
 
+class DialogueStream(AudioStream):
+    """A dialogue's `AudioStream`: each turn, after its pause, as soon as it is generated; `timeline` grows by one
+    `{"speaker", "text", "start", "end"}` (seconds) per turn."""
+
+    def __init__(self, turns, sampling_rate: int, timeline: list[dict]):
+        super().__init__(turns, sampling_rate, None)
+        self.timeline = timeline
+
+
 class TextToSpeech:
     """Text and dialogue on top of a `SoundStormPipeline`, through its public methods only.
 
@@ -198,6 +207,20 @@ class TextToSpeech:
         the first is generated. Returns `{"audio", "sampling_rate", "timeline"}`, the timeline a list of
         `{"speaker", "text", "start", "end"}` in seconds.
         """
+        stream = self.stream_dialogue(transcript, voice_prompts, pause_seconds, context_seconds, **generate_kwargs)
+        audio = np.concatenate([np.zeros(0, dtype=np.float32), *stream])
+        return {"audio": audio, "sampling_rate": stream.sampling_rate, "timeline": stream.timeline}
+
+    def stream_dialogue(
+        self,
+        transcript: str,
+        voice_prompts: dict,
+        pause_seconds: float | tuple[float, float] = PAUSE_SECONDS,
+        context_seconds: float = TURN_CONTEXT_SECONDS,
+        **generate_kwargs,
+    ) -> DialogueStream:
+        """`dialogue` as a `DialogueStream`: each turn, after its pause, as soon as it is generated, so that playback
+        starts with the first turn. Every turn and prompt is checked and rendered before it returns."""
         self._check_length(transcript, "The transcript")
         shortest, longest = (pause_seconds, pause_seconds) if np.isscalar(pause_seconds) else pause_seconds
         if not 0 <= shortest <= longest:
@@ -212,14 +235,18 @@ class TextToSpeech:
             if turn.speaker not in voices:
                 voices[turn.speaker] = self._read_prompt(voice_prompts[turn.speaker], turn.speaker)
         speech = self._content([turn.text for turn in turns], generate_kwargs.get("seed"))
-        rate = self.pipe.sampling_rate
         pauses = np.random.default_rng(generate_kwargs.get("seed")).uniform(shortest, longest, len(turns) - 1)
-        pieces, timeline, start = [], [], 0.0
+        timeline = []
+        turn_audio = self._turns(turns, speech, voices, voice_prompts, pauses, context_seconds, generate_kwargs, timeline)
+        return DialogueStream(turn_audio, self.pipe.sampling_rate, timeline)
+
+    def _turns(self, turns, speech, voices, voice_prompts, pauses, context_seconds, generate_kwargs, timeline):
+        """Yields each turn's audio `(samples,)`, preceded by its pause, and appends the turn to `timeline`."""
+        rate, previous, start = self.pipe.sampling_rate, None, 0.0
         for number, (turn, content) in enumerate(zip(turns, speech)):
+            pause = np.zeros(round(pauses[number - 1] * rate) if number else 0, dtype=np.float32)
             if number:
-                pause = np.zeros(round(pauses[number - 1] * rate), dtype=np.float32)
-                prompt, pipe = self._turn_prompt(voices[turn.speaker], pieces[-1], pause, context_seconds)
-                pieces.append(pause)
+                prompt, pipe = self._turn_prompt(voices[turn.speaker], previous, pause, context_seconds)
                 start += len(pause) / rate
             else:
                 prompt, pipe = voice_prompts[turn.speaker], self.pipe
@@ -228,11 +255,10 @@ class TextToSpeech:
             if span is not None:
                 edge = round(TURN_EDGE_SECONDS * rate)
                 audio = audio[max(0, span[0] - edge) : span[1] + edge]
-            pieces.append(audio)
             end = start + len(audio) / rate
             timeline.append({"speaker": turn.speaker, "text": turn.text, "start": start, "end": end})
-            start = end
-        return {"audio": np.concatenate(pieces), "sampling_rate": rate, "timeline": timeline}
+            start, previous = end, audio
+            yield np.concatenate([pause, audio])
 
     def _read_prompt(self, voice_prompt, speaker: str) -> np.ndarray:
         """The last `context_seconds` of a speaker's voice prompt `(samples,)` at the pipeline's rate: the part
