@@ -171,3 +171,15 @@ class KMeansSemanticMixin:
         quantizer = fitted(self.quantizer, self)
         features = self.features(*self._batch_waveform(waveform, lengths))  # (batch, frames, dim)
         return quantizer.encode(features)[..., 0]  # (batch, frames)
+
+
+class ResidualKMeansCodecMixin(FittedTokenizerMixin):
+    """The code grid of an acoustic codec whose `quantizer` is residual k-means: one level per k-means stage."""
+
+    @property
+    def num_levels(self) -> int:
+        return fitted(self.quantizer, self).num_levels
+
+    @property
+    def codebook_size(self) -> int:
+        return fitted(self.quantizer, self).codebook_size

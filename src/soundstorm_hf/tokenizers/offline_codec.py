@@ -13,11 +13,11 @@ from collections.abc import Iterable
 import torch
 
 from .base import CODEC_CONFIG_NAME, AcousticCodec, length_mask
-from .kmeans import FittedTokenizerMixin, KMeansQuantizer, collect_features, fitted
+from .kmeans import KMeansQuantizer, ResidualKMeansCodecMixin, collect_features, fitted
 from .spectral import LogMelSpectrogram
 
 
-class OfflineMelCodec(FittedTokenizerMixin, AcousticCodec):
+class OfflineMelCodec(ResidualKMeansCodecMixin, AcousticCodec):
     """Residual k-means over 80-bin log-mel frames of 16 kHz audio at 50 Hz; Griffin-Lim decoder.
 
     Frames: `num_frames(n) = ceil(n / 320)`; frame `t` is the STFT frame (1024-point Hann) centred on sample `320 t`,
@@ -55,14 +55,6 @@ class OfflineMelCodec(FittedTokenizerMixin, AcousticCodec):
         self.n_fft, self.num_mels, self.griffin_lim_iterations = n_fft, num_mels, griffin_lim_iterations
         self.frontend = LogMelSpectrogram(sampling_rate, n_fft, hop_length, num_mels=num_mels)
         self.quantizer = quantizer
-
-    @property
-    def num_levels(self) -> int:
-        return fitted(self.quantizer, self).num_levels
-
-    @property
-    def codebook_size(self) -> int:
-        return fitted(self.quantizer, self).codebook_size
 
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / self.hop_length)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .base import CODEC_CONFIG_NAME, AcousticCodec
-from .kmeans import FittedTokenizerMixin, KMeansQuantizer, collect_features, fitted
+from .kmeans import KMeansQuantizer, ResidualKMeansCodecMixin, collect_features, fitted
 from .spectral import pool_frames
 
 PITCH_TRACKERS = ("dio", "harvest")
@@ -45,7 +45,7 @@ def import_pyworld():
     return pyworld
 
 
-class WorldCodec(FittedTokenizerMixin, AcousticCodec):
+class WorldCodec(ResidualKMeansCodecMixin, AcousticCodec):
     """Residual k-means over WORLD features of 16 kHz audio at 50 Hz; WORLD synthesis as the decoder.
 
     Each 20 ms frame is a vector of `num_envelope_coefficients + 3` numbers: the coded spectral envelope (WORLD's
@@ -111,14 +111,6 @@ class WorldCodec(FittedTokenizerMixin, AcousticCodec):
         self.register_buffer("feature_mean", _optional_tensor(feature_mean), persistent=False)
         self.register_buffer("feature_scale", _optional_tensor(feature_scale), persistent=False)
         self.quantizer = quantizer
-
-    @property
-    def num_levels(self) -> int:
-        return fitted(self.quantizer, self).num_levels
-
-    @property
-    def codebook_size(self) -> int:
-        return fitted(self.quantizer, self).codebook_size
 
     @property
     def frame_period_ms(self) -> float:
