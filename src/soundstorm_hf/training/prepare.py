@@ -41,6 +41,7 @@ from ..data import (
     find_metadata_columns,
     token_features,
 )
+from ..pipeline import CODEC_SUBFOLDER, SEMANTIC_SUBFOLDER
 from ..tokenizers import (
     OfflineMelCodec,
     OfflineMfccTokenizer,
@@ -50,7 +51,7 @@ from ..tokenizers import (
 from .command_line import prefer_dashes
 
 logger = logging.getLogger("prepare_dataset")
-CODEC_FOLDER, SEMANTIC_FOLDER, SHARDS_FOLDER = "codec", "semantic_tokenizer", "shards"
+SHARDS_FOLDER = "shards"
 REPORT_NAME, MANIFEST_NAME = "report.json", "manifest.json"
 # The arguments that decide which rows land in which shard and which tokens they get: every shard must share them.
 SHARD_SETTINGS = (
@@ -127,9 +128,9 @@ def get_tokenizers(args: PrepareArguments, dataset, audio_column: str, state: Pa
     if not args.fit_tokenizers:
         codec_name, semantic_name = args.codec, args.semantic_tokenizer
     else:
-        codec_name, semantic_name = CODEC_FOLDER, SEMANTIC_FOLDER
+        codec_name, semantic_name = CODEC_SUBFOLDER, SEMANTIC_SUBFOLDER
         with state.main_process_first():
-            if state.is_main_process and not (output_dir / CODEC_FOLDER).is_dir():
+            if state.is_main_process and not (output_dir / CODEC_SUBFOLDER).is_dir():
                 fit_offline_tokenizers(args, dataset, audio_column)
     codec = load_acoustic_codec(_local_or_hub(output_dir, codec_name)).to(state.device).eval()
     semantic = load_semantic_tokenizer(_local_or_hub(output_dir, semantic_name)).to(state.device).eval()
@@ -154,8 +155,8 @@ def fit_offline_tokenizers(args: PrepareArguments, dataset, audio_column: str) -
 
     fit(semantic, num_clusters=args.semantic_num_clusters)
     fit(codec, num_levels=args.codec_num_levels, codebook_size=args.codec_codebook_size)
-    semantic.save_pretrained(output_dir / SEMANTIC_FOLDER)
-    codec.save_pretrained(output_dir / CODEC_FOLDER)  # written last: its presence means both are fitted
+    semantic.save_pretrained(output_dir / SEMANTIC_SUBFOLDER)
+    codec.save_pretrained(output_dir / CODEC_SUBFOLDER)  # written last: its presence means both are fitted
 
 
 def shard_rows(dataset: Dataset | IterableDataset, index: int, size: int) -> IterableDataset:
@@ -303,7 +304,7 @@ def push_token_dataset(output_dir: Path, repo_id: str, private: bool = False) ->
         repo_id=repo_id,
         repo_type="dataset",
         folder_path=str(output_dir),
-        allow_patterns=[TOKENS_INFO_NAME, f"{CODEC_FOLDER}/*", f"{SEMANTIC_FOLDER}/*"],
+        allow_patterns=[TOKENS_INFO_NAME, f"{CODEC_SUBFOLDER}/*", f"{SEMANTIC_SUBFOLDER}/*"],
         commit_message="Add SoundStorm token info and tokenizers",
     )
 

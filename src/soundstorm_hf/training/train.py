@@ -61,9 +61,9 @@ from ..modeling_soundstorm import SoundStormForConditionalGeneration, SoundStorm
 from ..text.t2s_training import CHECKED_CONFIG_FIELDS as T2S_CHECKED_FIELDS
 from ..text.t2s_training import COLUMNS as T2S_COLUMNS
 from ..text.t2s_training import T2STraining
+from ..pipeline import CODEC_SUBFOLDER, SEMANTIC_SUBFOLDER
 from ..tokenizers import load_acoustic_codec, load_semantic_tokenizer
 from .command_line import prefer_dashes
-from .prepare import CODEC_FOLDER, SEMANTIC_FOLDER
 
 logger = logging.getLogger("train")
 CHECKPOINTS_FOLDER, CHECKPOINT_PREFIX, CHECKPOINT_STATE = "checkpoints", "checkpoint-", "trainer_state.json"
@@ -259,7 +259,7 @@ def load_token_dataset(name: str) -> tuple[datasets.Dataset, TokenDatasetInfo, P
     else:
         dataset = datasets.load_dataset(name, split="train")
         location = Path(snapshot_download(
-            name, repo_type="dataset", allow_patterns=[TOKENS_INFO_NAME, f"{CODEC_FOLDER}/*", f"{SEMANTIC_FOLDER}/*"]
+            name, repo_type="dataset", allow_patterns=[TOKENS_INFO_NAME, f"{CODEC_SUBFOLDER}/*", f"{SEMANTIC_SUBFOLDER}/*"]
         ))
     check_token_columns(dataset)
     return dataset, TokenDatasetInfo.load(location), location
@@ -313,7 +313,7 @@ def masked_batch(collator: SoundStormDataCollator, rows: list[dict], seed: int, 
 def build_config(model_args: ModelArguments, info: TokenDatasetInfo) -> SoundStormConfig:
     """The preset (or pretrained) config, with the token grid taken from the dataset; checked against it."""
     overrides = json.loads(model_args.config_overrides or "{}")
-    names = dict(codec_name_or_path=CODEC_FOLDER, semantic_tokenizer_name_or_path=SEMANTIC_FOLDER)
+    names = dict(codec_name_or_path=CODEC_SUBFOLDER, semantic_tokenizer_name_or_path=SEMANTIC_SUBFOLDER)
     if model_args.model_name_or_path:
         config = SoundStormConfig.from_pretrained(model_args.model_name_or_path, **overrides, **names)
     else:
@@ -760,8 +760,8 @@ def save_final(accelerator, model, codec, semantic_tokenizer, args, data_args, i
         render_adapter_card(args, info, adapter_base, unwrapped.active_peft_config, step, metrics).save(staging / "README.md")
     else:
         unwrapped.save_pretrained(staging, state_dict=state_dict)
-        codec.save_pretrained(staging / CODEC_FOLDER)
-        semantic_tokenizer.save_pretrained(staging / SEMANTIC_FOLDER)
+        codec.save_pretrained(staging / CODEC_SUBFOLDER)
+        semantic_tokenizer.save_pretrained(staging / SEMANTIC_SUBFOLDER)
         render_model_card(output_dir, args, data_args, info, unwrapped.config, step, metrics).save(staging / "README.md")
     (staging / RESULTS_NAME).write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n")
     for path in sorted(staging.iterdir(), key=lambda path: path.name == RESULTS_NAME):  # the results last: finished
