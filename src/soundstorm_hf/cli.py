@@ -244,12 +244,13 @@ def push_space(args) -> None:
     only writes it."""
     import tempfile
 
+    from .pipeline import DEFAULT_MODEL_NAME
     from .space import assemble_space
 
     if args.folder is not None or args.repo_id is not None:
         raise UserError("--space takes no FOLDER or REPO_ID: the Space is --space, the model it serves --model")
-    model = args.model or "default"
-    if model != "default" and (model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).exists()):
+    model = args.model or DEFAULT_MODEL_NAME
+    if model != DEFAULT_MODEL_NAME and (model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).exists()):
         raise UserError(f"--model: a Space serves a model from the Hub (OWNER/NAME) or 'default', not a folder: {model}")
     if args.wheel is not None and not Path(args.wheel).is_file():
         raise UserError(f"--wheel: file not found: {args.wheel}")

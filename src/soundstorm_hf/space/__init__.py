@@ -17,8 +17,10 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from ..pipeline import DEFAULT_MODEL_NAME
+
 TEMPLATE = Path(__file__).parent / "template"
-SETTINGS_FILE = "space.json"  # {"model": Hub id or "default"}, read by app.py
+SETTINGS_FILE = "space.json"  # {"model": a Hub id or DEFAULT_MODEL_NAME}, read by app.py
 DISTRIBUTION = "soundstorm-hf"
 
 
@@ -48,7 +50,7 @@ def build_wheel(into: Path) -> Path:
         return Path(shutil.move(str(built), into / built.name))
 
 
-def assemble_space(folder: str | Path, model: str = "default", wheel: str | Path | None = None) -> Path:
+def assemble_space(folder: str | Path, model: str = DEFAULT_MODEL_NAME, wheel: str | Path | None = None) -> Path:
     """Writes a Space folder serving `model` (a Hub id, or "default" for the bundled one) into `folder`.
 
     `folder` must be new or empty; it is filled under a temporary name beside it and renamed when complete, so an
@@ -69,7 +71,7 @@ def assemble_space(folder: str | Path, model: str = "default", wheel: str | Path
             shutil.copy2(TEMPLATE / name, staging / name)
         (staging / SETTINGS_FILE).write_text(json.dumps({"model": model}) + "\n", encoding="utf-8")
         readme = (TEMPLATE / "README.md").read_text(encoding="utf-8")
-        models = "[]" if model == "default" else json.dumps([model])
+        models = "[]" if model == DEFAULT_MODEL_NAME else json.dumps([model])
         readme = readme.replace("$models", models).replace("$sdk_version", metadata.version("gradio"))
         (staging / "README.md").write_text(readme, encoding="utf-8")
         (staging / "requirements.txt").write_text(

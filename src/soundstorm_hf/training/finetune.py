@@ -57,7 +57,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(*dashed("audio"), required=True, help="Folder of one speaker's recordings, or a datasets audio dataset (Hub id or save_to_disk folder).")
     parser.add_argument(*dashed("output"), required=True, help="Folder to write the adapter (or model) to. A run stopped before it finished continues there.")
     parser.add_argument("--overwrite", action="store_true", help="Train anew into an --output that holds a finished fine-tune (or an unfinished one).")
-    parser.add_argument(*dashed("base"), default="default", help="Base model: 'default' (the bundled one), a folder or a Hub id.")
+    parser.add_argument(*dashed("base"), default=DEFAULT_MODEL_NAME, help=f"Base model: '{DEFAULT_MODEL_NAME}' (the bundled one), a folder or a Hub id.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--lora", dest="full", action="store_false", help="Train a LoRA adapter (the default).")
     mode.add_argument("--full", action="store_true", help="Fine-tune every weight and save a whole model.")
